@@ -1,0 +1,1 @@
+"""One module per ``mvs`` subcommand (see :mod:`mvs.cli`)."""

@@ -1,0 +1,67 @@
+"""The one module that reads environment variables.
+
+Everything else receives these values as arguments, so that library code never reads the
+environment behind a caller's back.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Settings", "load_settings"]
+
+DEFAULT_NATS_PORT = 4222
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Runtime settings taken from the environment.
+
+    ``MVS_HOME``: the data folder (default ``./data``): JetStream store, DuckDB files, backups.
+    ``MVS_NATS_URL``: connect to this server or cluster instead of starting an embedded one.
+    ``MVS_NATS_PORT``: the loopback port of the embedded server (default 4222).
+    ``MVS_NATS_SYNC``: ``always`` to fsync every write before acknowledging it (see README).
+    ``MVS_CONFIG``: the startup config (default ``config/mvs_startup_config.yaml``).
+    """
+
+    home: Path
+    nats_url: str | None
+    nats_port: int
+    nats_sync_always: bool
+    config_path: Path
+
+    @property
+    def jetstream_dir(self) -> Path:
+        return self.home / "jetstream"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.home / "mvs.duckdb"
+
+    @property
+    def runtime_file(self) -> Path:
+        """Where a running embedded server advertises its URL to other `mvs` commands."""
+        return self.home / "nats-runtime.json"
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    from mvs.errors import ConfigError
+
+    port_text = env.get("MVS_NATS_PORT", str(DEFAULT_NATS_PORT))
+    try:
+        port = int(port_text)
+    except ValueError as exc:
+        raise ConfigError(f"MVS_NATS_PORT must be a port number, got {port_text!r}") from exc
+    sync = env.get("MVS_NATS_SYNC", "").strip().lower()
+    if sync not in ("", "always", "default"):
+        raise ConfigError(f"MVS_NATS_SYNC must be 'always' or 'default', got {sync!r}")
+    return Settings(
+        home=Path(env.get("MVS_HOME", "data")).expanduser().absolute(),
+        nats_url=env.get("MVS_NATS_URL") or None,
+        nats_port=port,
+        nats_sync_always=sync == "always",
+        config_path=Path(env.get("MVS_CONFIG", "config/mvs_startup_config.yaml")),
+    )

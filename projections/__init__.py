@@ -1,0 +1,1 @@
+"""What is remembered and queried: DuckDB schema and projection runners."""

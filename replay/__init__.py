@@ -1,0 +1,1 @@
+"""What migrates: legacy readers, mapping to MVS events, replay, verification, rollback."""

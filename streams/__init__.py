@@ -1,0 +1,1 @@
+"""What flows: event and request types, the subject taxonomy, stream definitions, upcasters."""

@@ -1,0 +1,113 @@
+"""The subject taxonomy: where every event and request lives on NATS.
+
+Events (stored in the ``MVS_EVENTS`` stream)::
+
+    mvs.evt.<domain>.<key>        e.g. mvs.evt.memory.mem-1b2c..., mvs.evt.request.r-42
+
+``<domain>`` is one of :data:`DOMAINS`; ``<key>`` is the entity the event is about (its
+aggregate), escaped by :func:`token`. One subject per entity is what makes optimistic
+concurrency per entity possible (``Nats-Expected-Last-Subject-Sequence``). Consumers filter
+by domain (``mvs.evt.memory.>``) or take everything (``mvs.evt.>``).
+
+Work queue (``MVS_WORK``, AsyncProcessor): ``mvs.work.<priority>.<task_type>``; dead letters
+(``MVS_DLQ``): ``mvs.dlq.<origin>``. Requests (not stored; NATS micro services):
+``mvs.svc.<service>.<action>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+__all__ = [
+    "DLQ_PREFIX",
+    "DOMAINS",
+    "EVENTS_PREFIX",
+    "SERVICE_PREFIX",
+    "WORK_PREFIX",
+    "domain_filter",
+    "event_subject",
+    "service_subject",
+    "token",
+    "untoken",
+]
+
+EVENTS_PREFIX = "mvs.evt"
+WORK_PREFIX = "mvs.work"
+DLQ_PREFIX = "mvs.dlq"
+SERVICE_PREFIX = "mvs.svc"
+
+DOMAINS = (
+    "request",
+    "model",
+    "memory",
+    "service",
+    "twin",
+    "flag",
+    "breaker",
+    "cache",
+    "alert",
+    "speech",
+    "emotion",
+    "translation",
+    "learning",
+    "metric",
+    "legacy",
+)
+
+_SAFE = re.compile(r"[A-Za-z0-9_\-:@+=]+")
+_MAX_TOKEN = 120
+NO_KEY = "_"
+
+
+def token(value: str) -> str:
+    """Escape ``value`` into one subject token, reversibly while it is short.
+
+    Characters outside ``[A-Za-z0-9_-:@+=]`` become ``%XX`` (UTF-8); a result longer than
+    120 characters becomes ``%%`` plus a SHA-256 digest (the full key stays in the payload).
+    """
+    if not value:
+        return NO_KEY
+    if _SAFE.fullmatch(value) and len(value) <= _MAX_TOKEN:
+        return value
+    out = []
+    for ch in value:
+        if _SAFE.fullmatch(ch):
+            out.append(ch)
+        else:
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
+    escaped = "".join(out)
+    if len(escaped) <= _MAX_TOKEN:
+        return escaped
+    return "%%" + hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def untoken(tok: str) -> str | None:
+    """Reverse :func:`token`; ``None`` for a hashed (long) key."""
+    if tok.startswith("%%"):
+        return None
+    if tok == NO_KEY:
+        return ""
+    data = bytearray()
+    i = 0
+    while i < len(tok):
+        if tok[i] == "%":
+            data.append(int(tok[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            data.extend(tok[i].encode())
+            i += 1
+    return data.decode("utf-8")
+
+
+def event_subject(domain: str, key: str | None) -> str:
+    return f"{EVENTS_PREFIX}.{domain}.{token(key or '')}"
+
+
+def domain_filter(domain: str | None = None) -> str:
+    """The filter subject for one domain's events, or all events."""
+    return f"{EVENTS_PREFIX}.{domain}.>" if domain else f"{EVENTS_PREFIX}.>"
+
+
+def service_subject(service: str, action: str) -> str:
+    return f"{SERVICE_PREFIX}.{service}.{action}"
