@@ -43,10 +43,15 @@ async def connect(url: str, *, name: str = "mvs", connect_timeout: float = 5.0) 
             timeout=connect_timeout * 2,
         )
     except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
-        raise NatsUnavailable(f"NATS server {url} is unreachable: {exc or type(exc).__name__}") from exc
+        reason = str(exc) or type(exc).__name__
+        raise NatsUnavailable(f"NATS server {url} is unreachable: {reason}") from exc
     try:
         await nc.jetstream().account_info()
-    except (ServiceUnavailableError, nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
+    except (
+        ServiceUnavailableError,
+        nats.errors.NoRespondersError,
+        nats.errors.TimeoutError,
+    ) as exc:
         await nc.close()
         raise NatsUnavailable(
             f"JetStream is not enabled on NATS server {url}: start it with -js "
@@ -113,10 +118,7 @@ class NatsEndpoint:
         if self.server is not None:
             self.server.stop()
             self.server = None
-            try:
-                self.settings.runtime_file.unlink()
-            except FileNotFoundError:
-                pass
+            self.settings.runtime_file.unlink(missing_ok=True)
 
     def _running_url(self) -> str | None:
         path: Path = self.settings.runtime_file

@@ -118,7 +118,9 @@ class NatsServer:
                 raise NatsUnavailable(_explain_failure(text, self.host, self.port))
             time.sleep(0.02)
         self.stop()
-        raise NatsUnavailable(f"nats-server did not become ready within {timeout:.0f}s (log: {log})")
+        raise NatsUnavailable(
+            f"nats-server did not become ready within {timeout:.0f}s (log: {log})"
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server: SIGTERM lets JetStream flush its store; SIGKILL after ``timeout``."""

@@ -11,9 +11,11 @@ from mvs.errors import NatsUnavailable
 from mvs.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("nats", help="run the embedded NATS JetStream server in the foreground")
-    p.add_argument("--port", type=int, default=None, help="loopback port (default MVS_NATS_PORT or 4222)")
+    p.add_argument(
+        "--port", type=int, default=None, help="loopback port (default MVS_NATS_PORT or 4222)"
+    )
     p.set_defaults(func=run)
 
 
@@ -29,7 +31,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if not endpoint.embedded:
             print(f"an embedded server for {settings.home} already runs at {endpoint.url}")
             return 0
-        print(f"nats-server ready at {endpoint.url} (store {settings.jetstream_dir}); Ctrl-C stops it")
+        print(f"nats-server ready at {endpoint.url} (store {settings.jetstream_dir})")
+        print("Ctrl-C stops it")
         stop.wait()
     print("nats-server stopped")
     return 0

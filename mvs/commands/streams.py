@@ -10,7 +10,7 @@ from mvs.settings import Settings
 from streams.definitions import apply_streams
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("streams", help="create/update JetStream streams, or list them")
     verbs = p.add_subparsers(dest="verb", required=True)
     verbs.add_parser("apply", help="create missing streams, update changed ones").set_defaults(

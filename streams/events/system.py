@@ -121,7 +121,7 @@ class CacheEntrySet(Event, frozen=True, kw_only=True, tag="cache.set.v1"):
     key_field: ClassVar[str | None] = "cache_type"
 
     cache_type: str
-    key: str
+    entry_key: str
     ttl_s: float
     size_bytes: int = 0
 
@@ -131,7 +131,7 @@ class CacheEntryInvalidated(Event, frozen=True, kw_only=True, tag="cache.invalid
     key_field: ClassVar[str | None] = "cache_type"
 
     cache_type: str
-    key: str
+    entry_key: str
     reason: str = ""
 
 
