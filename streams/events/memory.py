@@ -16,7 +16,9 @@ from streams.base import Event
 class MemoryWritten(Event, frozen=True, kw_only=True, tag="memory.written.v1"):
     """A memory created (or re-imported as a whole) with all its fields.
 
-    ``metadata_raw`` keeps legacy metadata that was not valid JSON, byte for byte.
+    ``metadata_raw`` keeps legacy metadata that was not valid JSON, byte for byte;
+    ``tags_raw`` does the same for legacy tags, and ``relationships_raw`` keeps the legacy
+    row's embedded ``relationships`` JSON text (the relationship table is replayed on its own).
     """
 
     domain: ClassVar[str] = "memory"
@@ -36,6 +38,8 @@ class MemoryWritten(Event, frozen=True, kw_only=True, tag="memory.written.v1"):
     tags: list[str] = msgspec.field(default_factory=list)
     parent_id: str | None = None
     session_id: str | None = None
+    tags_raw: str | None = None
+    relationships_raw: str | None = None
 
 
 class MemoryUpdated(Event, frozen=True, kw_only=True, tag="memory.updated.v1"):
