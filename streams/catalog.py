@@ -2,7 +2,9 @@
 
 Events travel as MessagePack (the plan's message-bus protocol). Decoding also accepts JSON, so
 users can publish events by hand (``nats pub mvs.evt.memory.m1 '{"type": ...}'``): a top-level
-JSON object starts with ``{`` (0x7b), which is never the first byte of a MessagePack map.
+JSON object starts with ``{`` (0x7b) or whitespace, and an event in MessagePack always starts
+with a map header (0x80 and up), so the first byte tells the two apart. Any payload starting
+below 0x80 is read as JSON, which gives the clearer error for the text people type by hand.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from streams.upcasters import upcast
 
 __all__ = [
     "ALL_EVENTS",
-    "AnyEvent",
     "EVENT_TYPES_BY_TAG",
+    "AnyEvent",
     "decode_event",
     "decode_event_raw",
     "encode_event",
@@ -43,11 +45,22 @@ EVENT_TYPES_BY_TAG: dict[str, type[Event]] = {
 if len(EVENT_TYPES_BY_TAG) != len(ALL_EVENTS):  # pragma: no cover - a programming error
     raise RuntimeError("two event types share a tag")
 
-AnyEvent = Union[ALL_EVENTS]  # type: ignore[valid-type]  # a Union built from the tuple
+# A Union built from the tuple: ``X | Y`` syntax cannot splat a tuple, hence the noqa.
+AnyEvent = Union[ALL_EVENTS]  # type: ignore[valid-type]  # noqa: UP007
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _json_encoder = msgspec.json.Encoder()
-_msgpack_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(AnyEvent)
+
+
+def _reject_ext(code: int, data: memoryview) -> Any:
+    # Free-form (``Any``) fields hold JSON-like values: an extension type would decode here
+    # and then break every consumer that writes the field out as JSON.
+    raise DecodeError(f"not a valid MVS event: MessagePack extension type {code} in a field")
+
+
+_msgpack_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(
+    AnyEvent, ext_hook=_reject_ext
+)
 _json_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(AnyEvent)
 
 
@@ -60,15 +73,27 @@ def encode_event_json(event: Event) -> bytes:
 
 
 def decode_event_raw(data: bytes) -> Event:
-    """Decode to the stored version, without upcasting."""
+    """Decode to the stored version, without upcasting.
+
+    Every failure is a :class:`~mvs.errors.DecodeError` whose message names the problem (an
+    unknown tag, a missing field, a field of the wrong type and where it is).
+    """
     try:
-        if data[:1] == b"{":
-            return _json_decoder.decode(data)  # type: ignore[no-any-return]
-        return _msgpack_decoder.decode(data)  # type: ignore[no-any-return]
+        if data[:1] and data[0] < 0x80:
+            event: Event = _json_decoder.decode(data)
+            # JSON allows integers MessagePack cannot hold; catch them here rather than in
+            # whichever consumer re-encodes the event for the log.
+            _msgpack_encoder.encode(event)
+            return event
+        return _msgpack_decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise DecodeError(f"not a valid MVS event: {exc}") from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DecodeError(f"undecodable event payload ({len(data)} bytes): {exc}") from exc
+    except OverflowError as exc:
+        raise DecodeError(f"not a valid MVS event: an integer out of range ({exc})") from exc
+    except RecursionError as exc:
+        raise DecodeError(f"not a valid MVS event: nested too deeply ({exc})") from exc
 
 
 def decode_event(data: bytes) -> Event:

@@ -65,9 +65,13 @@ def token(value: str) -> str:
 
     Characters outside ``[A-Za-z0-9_-:@+=]`` become ``%XX`` (UTF-8); a result longer than
     120 characters becomes ``%%`` plus a SHA-256 digest (the full key stays in the payload).
+    The empty key is ``_``; a key that is itself ``_`` becomes ``%5F``.
     """
     if not value:
         return NO_KEY
+    if value == NO_KEY:
+        # A key that is literally "_" must not read back as the empty key.
+        return "%5F"
     if _SAFE.fullmatch(value) and len(value) <= _MAX_TOKEN:
         return value
     out = []
