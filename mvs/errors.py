@@ -9,14 +9,17 @@ from __future__ import annotations
 
 __all__ = [
     "BusError",
+    "CircuitOpen",
     "ConcurrencyConflict",
     "ConfigError",
     "DecodeError",
     "LegacyFormatError",
+    "ModelError",
     "MvsError",
     "NatsUnavailable",
     "ProjectionError",
     "ServiceError",
+    "UpstreamError",
 ]
 
 
@@ -54,3 +57,23 @@ class LegacyFormatError(DecodeError):
 
 class ServiceError(MvsError, RuntimeError):
     """A service failed to answer a request."""
+
+
+class ModelError(MvsError, RuntimeError):
+    """A model could not be found, loaded or run; the message names the model."""
+
+
+class UpstreamError(ServiceError, ConnectionError):
+    """A remote dependency (e.g. the cloud LLM endpoint) failed or gave a bad answer."""
+
+
+class ServiceCallError(ServiceError):
+    """A service answered a request with an error reply; ``code`` is its error code."""
+
+    def __init__(self, message: str, *, code: str = "500") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class CircuitOpen(ServiceError):
+    """A call was refused because the circuit breaker of its dependency is open."""

@@ -154,6 +154,22 @@ class AlertCleared(Event, frozen=True, kw_only=True, tag="alert.cleared.v1"):
     message: str = ""
 
 
+class ServiceCallCompleted(Event, frozen=True, kw_only=True, tag="service.call.v1"):
+    """One request answered by a service endpoint, with its outcome (service framework)."""
+
+    domain: ClassVar[str] = "service"
+    key_field: ClassVar[str | None] = "service"
+
+    service: str
+    action: str
+    call_id: str
+    outcome: str  # ok | bad_request | not_found | error | unavailable
+    latency_ms: float
+    host: str = ""
+    error: str | None = None
+    request_bytes: int = 0
+
+
 EVENTS = (
     ServiceRegistered,
     ServiceDeregistered,
@@ -168,4 +184,5 @@ EVENTS = (
     CacheEntryInvalidated,
     AlertRaised,
     AlertCleared,
+    ServiceCallCompleted,
 )

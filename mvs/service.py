@@ -1,0 +1,508 @@
+"""The service framework: typed request/reply NATS micro services that record what they do.
+
+Writing a service::
+
+    class Echo(msgspec.Struct, frozen=True, kw_only=True):
+        text: str
+
+    class EchoService(Service):
+        name = "EchoService"          # the config name; also the NATS micro service name
+
+        @endpoint("echo", request=Echo, reply=Echo)
+        async def echo(self, req: Echo) -> Echo:
+            return Echo(text=req.text)
+
+        async def on_start(self) -> None:     # optional: open resources, self.spawn(...) loops
+            ...
+
+        async def check_health(self) -> dict[str, str]:   # optional: {"check": "ok" | problem}
+            return {"db": "ok"}
+
+    svc = EchoService(await ServiceContext.connect(nats_url, host="mainpc"))
+    await svc.start()      ...      await svc.stop()
+
+What the framework does for every service:
+
+- It is a ``nats.micro`` service, so ``nats micro ls|info|stats|ping`` list and inspect it. An
+  endpoint ``action`` listens on ``mvs.svc.<name>.<action>`` (queue group ``q``), so several
+  instances share the load.
+- Requests are decoded straight into the endpoint's ``request`` Struct, from JSON (a body that
+  starts with ``{``, or an empty body meaning ``{}``) or MessagePack; the reply goes back in the
+  encoding of the request. A body that does not decode, or a handler that raises ``ValueError``
+  (``LookupError`` -> 404, :class:`~mvs.errors.CircuitOpen` -> 503, anything else -> 500), gets
+  an error reply: headers ``Nats-Service-Error`` / ``Nats-Service-Error-Code`` (the micro
+  convention) plus an :class:`ErrorReply` body naming the service, action and problem. The
+  service keeps serving.
+- Every endpoint is timed (``mvs_service_request_seconds``), counted
+  (``mvs_service_requests_total``) and recorded as a ``service.call.v1`` event (background,
+  batched; ``record=False`` to skip it for chatty endpoints).
+- ``health`` endpoint (``mvs.svc.<name>.health``): :class:`HealthReply` from
+  :meth:`Service.check_health` plus the state of the service's circuit breakers. A heartbeat
+  goes out on ``mvs.hb.<name>`` every ``heartbeat_s``; a change of health status is a
+  ``service.health.v2`` event; start and stop are ``service.registered.v1`` /
+  ``service.deregistered.v1``.
+- :meth:`Service.breaker` gives the circuit breaker guarding one downstream dependency
+  (config ``circuit_breaker``; changes become ``breaker.changed.v1`` events).
+- Handlers run one at a time per endpoint (micro semantics) unless the endpoint says
+  ``concurrency=N``; then up to N requests run at once.
+- :func:`current_call` inside a handler gives the call id, correlation id and headers.
+
+Calling a service: :class:`ServiceClient` (``await client.call("EchoService", "echo",
+Echo(text="hi"), Echo)``) raises :class:`~mvs.errors.ServiceCallError` with the remote code
+and message on an error reply, no responder (503) or timeout (504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.micro import add_service
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
+from nats.micro.service import EndpointStats
+from nats.micro.service import Service as MicroService
+
+from mvs.breaker import CircuitBreaker
+from mvs.errors import MvsError
+from mvs.logs import get_logger
+from mvs.metrics import SERVICE_REQUEST_SECONDS, SERVICE_REQUESTS, SERVICE_UP
+from mvs.publisher import EventPublisher
+from mvs.rpc import (
+    CORRELATION_HEADER,
+    HEARTBEAT_PREFIX,
+    Empty,
+    ErrorReply,
+    HealthReply,
+    Heartbeat,
+    ServiceClient,
+    classify_error,
+)
+from streams.events.system import (
+    HealthStatus,
+    ServiceCallCompleted,
+    ServiceDeregistered,
+    ServiceHealth,
+    ServiceRegistered,
+)
+from streams.subjects import service_subject
+
+if TYPE_CHECKING:
+    from mvs.config import MvsConfig
+    from mvs.flags import FlagStore
+
+__all__ = [
+    "CORRELATION_HEADER",
+    "HEARTBEAT_PREFIX",
+    "Call",
+    "Empty",
+    "ErrorReply",
+    "HealthReply",
+    "Heartbeat",
+    "Service",
+    "ServiceClient",
+    "ServiceContext",
+    "current_call",
+    "endpoint",
+]
+
+QUEUE_GROUP = "q"
+
+Req = TypeVar("Req", bound=msgspec.Struct)
+Rep = TypeVar("Rep", bound=msgspec.Struct)
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a handler may want to know about the request it is answering."""
+
+    service: str
+    action: str
+    call_id: str
+    correlation_id: str | None
+    headers: dict[str, str]
+    received_at: float
+
+
+_current: contextvars.ContextVar[Call | None] = contextvars.ContextVar("mvs_call", default=None)
+
+
+def current_call() -> Call | None:
+    """The call being handled by the current task, if any."""
+    return _current.get()
+
+
+@dataclass(frozen=True)
+class _EndpointSpec:
+    action: str
+    request: type[msgspec.Struct]
+    reply: type[msgspec.Struct]
+    record: bool
+    concurrency: int
+    method: str = ""
+
+
+def endpoint(
+    action: str,
+    *,
+    request: type[Req],
+    reply: type[Rep],
+    record: bool = True,
+    concurrency: int = 1,
+) -> Callable[[Callable[[Any, Req], Awaitable[Rep]]], Callable[[Any, Req], Awaitable[Rep]]]:
+    """Mark an ``async def handler(self, req) -> reply`` method as the endpoint ``action``."""
+    if concurrency < 1:
+        raise ValueError("concurrency must be >= 1")
+
+    def mark(fn: Callable[[Any, Req], Awaitable[Rep]]) -> Callable[[Any, Req], Awaitable[Rep]]:
+        fn.__mvs_endpoint__ = _EndpointSpec(  # type: ignore[attr-defined]
+            action, request, reply, record, concurrency, fn.__name__
+        )
+        return fn
+
+    return mark
+
+
+@dataclass(kw_only=True)
+class ServiceContext:
+    """What a service gets from the process that runs it: connections, config, identity.
+
+    ``events`` is shared by every service of the process (one batching publisher per process).
+    ``config`` and ``flags`` are ``None`` in small tests that do not need them.
+    """
+
+    nc: Client
+    js: JetStreamContext
+    events: EventPublisher
+    host: str = "mainpc"
+    process: str = ""
+    config: MvsConfig | None = None
+    flags: FlagStore | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, host: str = "mainpc", process: str = "", config: MvsConfig | None = None
+    ) -> ServiceContext:
+        """Open a connection and a publisher configured from ``config.message_bus``."""
+        from mvs.bus import connect, jetstream
+
+        nc = await connect(url, name=f"mvs-{process or 'service'}")
+        js = jetstream(nc)
+        bus = config.message_bus if config is not None else None
+        events = EventPublisher(
+            js,
+            batch_size=bus.batch_size if bus else 100,
+            batch_timeout_ms=bus.batch_timeout_ms if bus else 50.0,
+        )
+        return cls(nc=nc, js=js, events=events, host=host, process=process, config=config)
+
+    async def close(self) -> None:
+        await self.events.close()
+        if self.flags is not None:
+            await self.flags.stop()
+        await self.nc.drain()
+
+
+_json = msgspec.json.Encoder()
+_msgpack = msgspec.msgpack.Encoder()
+
+
+class Service:
+    """Base class of every MVS service; see the module docstring for the contract."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1.0.0"
+    description: ClassVar[str] = ""
+    _endpoints: ClassVar[tuple[_EndpointSpec, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        specs: dict[str, _EndpointSpec] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                spec = getattr(value, "__mvs_endpoint__", None)
+                if isinstance(spec, _EndpointSpec):
+                    specs[spec.action] = _EndpointSpec(
+                        spec.action, spec.request, spec.reply, spec.record, spec.concurrency, attr
+                    )
+        cls._endpoints = tuple(specs.values())
+
+    def __init__(self, ctx: ServiceContext, *, heartbeat_s: float | None = None) -> None:
+        if not self.name:
+            raise TypeError(f"{type(self).__name__} must set the class attribute 'name'")
+        self.ctx = ctx
+        self.instance_id = uuid.uuid4().hex[:12]
+        self.log = get_logger(f"service.{self.name}")
+        spec = ctx.config.services.get(self.name) if ctx.config is not None else None
+        self.heartbeat_s = heartbeat_s or (spec.health.interval_s if spec else 5.0)
+        self.started_at = 0.0
+        self._micro: MicroService | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._status: HealthStatus = "unknown"
+        self._errors: dict[str, int] = {}
+
+    # ---- hooks for subclasses -------------------------------------------------------------
+    async def on_start(self) -> None:
+        """Open resources and spawn background loops; called before endpoints are served."""
+
+    async def on_stop(self) -> None:
+        """Release resources; background tasks are already cancelled."""
+
+    async def check_health(self) -> dict[str, str]:
+        """Named checks, each ``"ok"`` or a short description of the problem."""
+        return {}
+
+    # ---- helpers for subclasses -----------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str = "") -> asyncio.Task[Any]:
+        """Run a background task that is cancelled when the service stops; crashes are logged."""
+        task = asyncio.get_running_loop().create_task(coro, name=name or f"{self.name}-task")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def breaker(self, dependency: str) -> CircuitBreaker:
+        """The circuit breaker guarding calls from this service to ``dependency``."""
+        if dependency not in self._breakers:
+            cfg = self.ctx.config.circuit_breaker if self.ctx.config is not None else None
+            self._breakers[dependency] = CircuitBreaker(
+                service=self.name,
+                dependency=dependency,
+                failure_threshold=cfg.failure_threshold if cfg else 5,
+                timeout_s=cfg.timeout if cfg else 30.0,
+                half_open_requests=cfg.half_open_requests if cfg else 3,
+                on_change=self.ctx.events.emit,
+            )
+        return self._breakers[dependency]
+
+    @property
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        return dict(self._breakers)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Run :meth:`on_start`, serve every endpoint and ``health``, announce the service."""
+        self.started_at = time.time()
+        await self.on_start()
+        self._micro = await add_service(
+            self.ctx.nc,
+            name=self.name,
+            version=self.version,
+            description=self.description or (type(self).__doc__ or "").strip().split("\n")[0],
+            metadata={"host": self.ctx.host, "process": self.ctx.process, "pid": str(os.getpid())},
+            queue_group=QUEUE_GROUP,
+            stats_handler=self._stats_data,
+        )
+        health = _EndpointSpec("health", Empty, HealthReply, False, 1, "_health")
+        for spec in (*self._endpoints, health):
+            await self._micro.add_endpoint(
+                name=spec.action,
+                subject=service_subject(self.name, spec.action),
+                handler=self._make_handler(spec),
+            )
+        await self.ctx.nc.flush()
+        SERVICE_UP.labels(self.name).set(1)
+        await self.ctx.events.publish(
+            ServiceRegistered(
+                service=self.name,
+                host=self.ctx.host,
+                instance_id=self.instance_id,
+                endpoint=service_subject(self.name, "*"),
+                version=self.version,
+                pid=os.getpid(),
+                protocol="nats-micro",
+                source=self.name,
+            )
+        )
+        self.spawn(self._heartbeat_loop(), name=f"{self.name}-heartbeat")
+        self.log.info("service started", extra={"service": self.name, "host": self.ctx.host})
+
+    async def stop(self, reason: str = "stopped") -> None:
+        """Stop serving, cancel background tasks, run :meth:`on_stop`, announce it."""
+        if self._micro is not None:
+            await self._micro.stop()
+            self._micro = None
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.on_stop()
+        SERVICE_UP.labels(self.name).set(0)
+        with contextlib.suppress(MvsError):
+            await self.ctx.events.publish(
+                ServiceDeregistered(
+                    service=self.name, instance_id=self.instance_id, reason=reason, source=self.name
+                )
+            )
+        self.log.info("service stopped", extra={"service": self.name, "reason": reason})
+
+    async def health(self) -> HealthReply:
+        try:
+            checks = await asyncio.wait_for(self.check_health(), 5.0)
+        except Exception as exc:  # a broken check is a health finding, not a crash
+            checks = {"check_health": f"failed: {exc!r}"}
+        breakers: dict[str, str] = {dep: str(b.state) for dep, b in self._breakers.items()}
+        if any(v != "ok" for v in checks.values()):
+            status: HealthStatus = "unhealthy" if "unhealthy" in checks.values() else "degraded"
+        elif any(s == "open" for s in breakers.values()):
+            status = "degraded"
+        else:
+            status = "healthy"
+        return HealthReply(
+            service=self.name,
+            status=status,
+            host=self.ctx.host,
+            instance_id=self.instance_id,
+            version=self.version,
+            pid=os.getpid(),
+            uptime_s=round(time.time() - self.started_at, 3),
+            checks=checks,
+            breakers=breakers,
+        )
+
+    async def _health(self, req: Empty) -> HealthReply:
+        return await self.health()
+
+    # ---- internals ------------------------------------------------------------------------
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error(
+                "background task failed",
+                exc_info=task.exception(),
+                extra={"service": self.name, "task": task.get_name()},
+            )
+
+    def _stats_data(self, stats: EndpointStats) -> dict[str, Any]:
+        return {"errors": self._errors.get(stats.name, 0)}
+
+    async def _heartbeat_loop(self) -> None:
+        subject = f"{HEARTBEAT_PREFIX}.{self.name}"
+        while True:
+            reply = await self.health()
+            beat = Heartbeat(
+                service=self.name,
+                host=self.ctx.host,
+                instance_id=self.instance_id,
+                status=reply.status,
+                at=time.time(),
+                pid=reply.pid,
+                process=self.ctx.process,
+            )
+            with contextlib.suppress(nats.errors.Error):
+                await self.ctx.nc.publish(subject, _msgpack.encode(beat))
+            if reply.status != self._status:
+                self._status = reply.status
+                self.ctx.events.emit(
+                    ServiceHealth(
+                        service=self.name,
+                        status=reply.status,
+                        host=self.ctx.host,
+                        instance_id=self.instance_id,
+                        checks=reply.checks,
+                        source=self.name,
+                    )
+                )
+            await asyncio.sleep(self.heartbeat_s)
+
+    def _make_handler(self, spec: _EndpointSpec) -> Callable[[Request], Awaitable[None]]:
+        method = getattr(self, spec.method)
+        json_dec = msgspec.json.Decoder(spec.request)
+        mp_dec = msgspec.msgpack.Decoder(spec.request)
+        gate = asyncio.Semaphore(spec.concurrency) if spec.concurrency > 1 else None
+
+        async def handle(request: Request) -> None:
+            received = time.perf_counter()
+            data = request.data
+            as_json = not data or data[:1] == b"{"
+            headers = request.headers or {}
+            call = Call(
+                self.name,
+                spec.action,
+                uuid.uuid4().hex,
+                headers.get(CORRELATION_HEADER),
+                dict(headers),
+                time.time(),
+            )
+            token = _current.set(call)
+            outcome, error, code = "ok", None, ""
+            try:
+                try:
+                    req = json_dec.decode(data or b"{}") if as_json else mp_dec.decode(data)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise _BadRequest(
+                        f"malformed {spec.request.__name__} request for "
+                        f"{self.name}.{spec.action}: {exc}"
+                    ) from exc
+                reply = await method(req)
+                body = _json.encode(reply) if as_json else _msgpack.encode(reply)
+                await request.respond(body)
+            except Exception as exc:  # every failure becomes an error reply; the service lives on
+                outcome, code, error = classify_error(exc)
+                if code == "500":
+                    self.log.error(
+                        "request failed",
+                        exc_info=exc,
+                        extra={"service": self.name, "action": spec.action},
+                    )
+                self._errors[spec.action] = self._errors.get(spec.action, 0) + 1
+                err = ErrorReply(error=error, code=code, service=self.name, action=spec.action)
+                with contextlib.suppress(Exception):
+                    await request.respond(
+                        _json.encode(err) if as_json else _msgpack.encode(err),
+                        headers={ERROR_HEADER: error[:1024], ERROR_CODE_HEADER: code},
+                    )
+            finally:
+                _current.reset(token)
+            elapsed = time.perf_counter() - received
+            SERVICE_REQUESTS.labels(self.name, spec.action, outcome).inc()
+            SERVICE_REQUEST_SECONDS.labels(self.name, spec.action).observe(elapsed)
+            if spec.record:
+                self.ctx.events.emit(
+                    ServiceCallCompleted(
+                        service=self.name,
+                        action=spec.action,
+                        call_id=call.call_id,
+                        outcome=outcome,
+                        latency_ms=round(elapsed * 1000.0, 3),
+                        host=self.ctx.host,
+                        error=error,
+                        request_bytes=len(data),
+                        correlation_id=call.correlation_id,
+                        source=self.name,
+                    )
+                )
+
+        if gate is None:
+            return handle
+
+        async def handle_concurrently(request: Request) -> None:
+            await gate.acquire()
+
+            async def run() -> None:
+                try:
+                    await handle(request)
+                finally:
+                    gate.release()
+
+            self.spawn(run(), name=f"{self.name}.{spec.action}")
+
+        return handle_concurrently
+
+
+class _BadRequest(MvsError, ValueError):
+    pass
+
+

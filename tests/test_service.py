@@ -1,0 +1,177 @@
+"""The service framework against a real nats-server: typed calls, error replies, events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import msgspec
+import pytest
+
+from mvs.errors import ServiceCallError
+from mvs.rpc import ERROR_CODE_HEADER, ERROR_HEADER, Empty, HealthReply
+from mvs.service import Service, ServiceClient, ServiceContext, current_call, endpoint
+from streams.catalog import decode_event
+from streams.definitions import apply_streams
+from streams.events.system import ServiceCallCompleted, ServiceRegistered
+
+
+class Greet(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    times: int = 1
+
+
+class Greeting(msgspec.Struct, frozen=True, kw_only=True):
+    text: str
+    call_id: str = ""
+
+
+class Greeter(Service):
+    """Says hello."""
+
+    name = "Greeter"
+
+    @endpoint("greet", request=Greet, reply=Greeting)
+    async def greet(self, req: Greet) -> Greeting:
+        if req.times < 0:
+            raise ValueError("times must not be negative")
+        call = current_call()
+        return Greeting(text=" ".join([f"hello {req.name}"] * req.times),
+                        call_id=call.call_id if call else "")
+
+    @endpoint("boom", request=Empty, reply=Empty)
+    async def boom(self, req: Empty) -> Empty:
+        raise RuntimeError("kaput")
+
+    @endpoint("slow", request=Greet, reply=Greeting, concurrency=4)
+    async def slow(self, req: Greet) -> Greeting:
+        await asyncio.sleep(0.2)
+        return Greeting(text=req.name)
+
+
+async def _events(ctx: ServiceContext, subject: str = "mvs.evt.service.>") -> list[object]:
+    sub = await ctx.js.subscribe(subject, ordered_consumer=True)
+    out = []
+    while True:
+        try:
+            msg = await sub.next_msg(timeout=0.5)
+        except Exception:
+            break
+        out.append(decode_event(msg.data))
+    await sub.unsubscribe()
+    return out
+
+
+def test_typed_request_reply_records_a_call_event(nats_url: str) -> None:
+    async def main() -> None:
+        ctx = await ServiceContext.connect(nats_url)
+        await apply_streams(ctx.js)
+        svc = Greeter(ctx)
+        await svc.start()
+        try:
+            client = ServiceClient(ctx.nc)
+            reply = await client.call("Greeter", "greet", Greet(name="ada", times=2), Greeting)
+            assert reply.text == "hello ada hello ada"
+            assert reply.call_id
+            await ctx.events.flush()
+            events = await _events(ctx)
+            calls = [e for e in events if isinstance(e, ServiceCallCompleted)]
+            assert [(c.action, c.outcome, c.call_id) for c in calls] == [
+                ("greet", "ok", reply.call_id)
+            ]
+            assert any(isinstance(e, ServiceRegistered) and e.service == "Greeter" for e in events)
+        finally:
+            await svc.stop()
+            await ctx.close()
+
+    asyncio.run(main())
+
+
+def test_malformed_requests_get_error_replies_and_the_service_keeps_serving(nats_url: str) -> None:
+    async def main() -> None:
+        ctx = await ServiceContext.connect(nats_url)
+        await apply_streams(ctx.js)
+        svc = Greeter(ctx)
+        await svc.start()
+        try:
+            subject = "mvs.svc.Greeter.greet"
+            for bad, needle in [
+                (b"{not json", "malformed Greet request for Greeter.greet"),
+                (b'{"times": 2}', "name"),
+                (b'{"name": 5}', "$.name"),
+                (b"\xc1\xc1", "malformed Greet"),
+            ]:
+                msg = await ctx.nc.request(subject, bad, timeout=2)
+                assert msg.headers and msg.headers[ERROR_CODE_HEADER] == "400"
+                assert needle in msg.headers[ERROR_HEADER]
+            msg = await ctx.nc.request(subject, b'{"name": "x", "times": -1}', timeout=2)
+            body = json.loads(msg.data)
+            assert body == {"error": "times must not be negative", "code": "400",
+                            "service": "Greeter", "action": "greet"}
+            with pytest.raises(ServiceCallError) as info:
+                await ServiceClient(ctx.nc).call("Greeter", "boom", Empty(), Empty)
+            assert info.value.code == "500" and "kaput" in str(info.value)
+            # still serving, in JSON as well as msgpack
+            msg = await ctx.nc.request(subject, b'{"name": "bob"}', timeout=2)
+            assert json.loads(msg.data)["text"] == "hello bob"
+            stats = json.loads((await ctx.nc.request("$SRV.STATS.Greeter", b"", timeout=2)).data)
+            greet = next(e for e in stats["endpoints"] if e["name"] == "greet")
+            assert greet["num_requests"] == 6 and greet["data"]["errors"] == 5
+        finally:
+            await svc.stop()
+            await ctx.close()
+
+    asyncio.run(main())
+
+
+def test_health_endpoint_and_micro_discovery(nats_url: str) -> None:
+    async def main() -> None:
+        ctx = await ServiceContext.connect(nats_url, host="pc2")
+        await apply_streams(ctx.js)
+        svc = Greeter(ctx)
+        await svc.start()
+        try:
+            health = await ServiceClient(ctx.nc).call("Greeter", "health", None, HealthReply)
+            assert health.status == "healthy" and health.host == "pc2"
+            ping = json.loads((await ctx.nc.request("$SRV.PING.Greeter", b"", timeout=2)).data)
+            assert ping["name"] == "Greeter" and ping["metadata"]["host"] == "pc2"
+            info = json.loads((await ctx.nc.request("$SRV.INFO.Greeter", b"", timeout=2)).data)
+            subjects = {e["subject"] for e in info["endpoints"]}
+            assert {"mvs.svc.Greeter.greet", "mvs.svc.Greeter.health"} <= subjects
+        finally:
+            await svc.stop()
+            await ctx.close()
+
+    asyncio.run(main())
+
+
+def test_concurrent_endpoint_overlaps_requests(nats_url: str) -> None:
+    async def main() -> None:
+        ctx = await ServiceContext.connect(nats_url)
+        await apply_streams(ctx.js)
+        svc = Greeter(ctx)
+        await svc.start()
+        try:
+            client = ServiceClient(ctx.nc)
+            replies = await asyncio.gather(
+                *[client.call("Greeter", "slow", Greet(name=str(i)), Greeting) for i in range(4)]
+            )
+            assert sorted(r.text for r in replies) == ["0", "1", "2", "3"]
+        finally:
+            await svc.stop()
+            await ctx.close()
+
+    asyncio.run(main())
+
+
+def test_calling_a_service_that_is_not_running_names_it(nats_url: str) -> None:
+    async def main() -> None:
+        ctx = await ServiceContext.connect(nats_url)
+        try:
+            with pytest.raises(ServiceCallError) as info:
+                await ServiceClient(ctx.nc).call("Nobody", "greet", Greet(name="x"), Greeting)
+            assert info.value.code == "503" and "Nobody is not running" in str(info.value)
+        finally:
+            await ctx.close()
+
+    asyncio.run(main())
