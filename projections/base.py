@@ -1,0 +1,333 @@
+"""The fold engine shared by every projection: decoded items in, set-based DuckDB writes out.
+
+A projection declares *handlers* per event type. An append handler turns one event into one
+row of a history table. A merge handler folds one event into the current row of a keyed table
+(``state -> new state``, or :data:`DELETE`). For a batch, the engine
+
+1. loads the current rows of every key the batch touches with one semi-join per table,
+2. folds the events in stream order in Python (so write-then-update-then-delete of one key
+   in one batch nets out correctly),
+3. writes the net effect with one ``DELETE ... USING`` and one ``INSERT ... BY NAME`` from an
+   Arrow table per table, and the appended rows with one Arrow insert per table.
+
+Nothing is written row by row. A handler raises :class:`Invalid` to refuse an event; the event
+then has no effect on any table and goes to ``dead_letters``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, ClassVar
+
+import duckdb
+import msgspec
+import pyarrow as pa
+
+from streams.base import Event
+
+__all__ = [
+    "DELETE",
+    "Append",
+    "FoldContext",
+    "Invalid",
+    "Item",
+    "Key",
+    "Merge",
+    "Projection",
+    "Row",
+    "arrow_table",
+    "checksum",
+    "dumps",
+    "insert_rows",
+]
+
+
+
+def dumps(value: Any) -> str:
+    """JSON text for a JSON column (sorted keys, so equal values give equal text)."""
+    return msgspec.json.encode(value, order="sorted").decode()
+
+
+class Invalid(Exception):
+    """A handler refuses an event; the reason goes to ``dead_letters``."""
+
+
+class _Delete:
+    def __repr__(self) -> str:
+        return "DELETE"
+
+
+DELETE: Any = _Delete()
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One decoded stream message."""
+
+    seq: int
+    subject: str
+    event: Event
+    raw: bytes
+
+
+Row = dict[str, Any]
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Append:
+    """Append ``row(item)`` to ``table`` (``None`` appends nothing)."""
+
+    table: str
+    row: Callable[[Item], Row | None]
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Fold an event into the row ``key(item)`` of ``table``.
+
+    ``apply(state, item, ctx)`` gets the current row (``None`` when absent) and returns the new
+    row (a new dict, never the mutated argument), the same object for "no change", or
+    :data:`DELETE`. ``ctx`` gives read access to other tables' current rows in this batch.
+    """
+
+    table: str
+    key: Callable[[Item], Key]
+    apply: Callable[[Row | None, Item, FoldContext], Any]
+
+
+@dataclass
+class FoldContext:
+    """The rows of keyed tables as they stand at the current event of the batch."""
+
+    state: dict[str, dict[Key, Row | None]] = field(default_factory=dict)
+    before: dict[str, dict[Key, Row | None]] = field(default_factory=dict)
+
+    def get(self, table: str, key: Key) -> Row | None:
+        return self.state.get(table, {}).get(key)
+
+
+_arrow_schemas: dict[tuple[int, str], pa.Schema] = {}
+
+_TYPES: dict[str, pa.DataType] = {
+    "VARCHAR": pa.string(),
+    "JSON": pa.string(),
+    "DOUBLE": pa.float64(),
+    "FLOAT": pa.float32(),
+    "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(),
+    "UBIGINT": pa.uint64(),
+    "BOOLEAN": pa.bool_(),
+    "BLOB": pa.binary(),
+    "FLOAT[]": pa.list_(pa.float32()),
+    "VARCHAR[]": pa.list_(pa.string()),
+}
+
+
+def arrow_table(
+    con: duckdb.DuckDBPyConnection, table: str, rows: list[Row]
+) -> pa.Table:
+    """An Arrow table with the column types of DuckDB ``table`` built from dict rows."""
+    cache_key = (id(con), table)
+    schema = _arrow_schemas.get(cache_key)
+    if schema is None:
+        cols = con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = current_schema() ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+        schema = pa.schema([(name, _TYPES[dtype]) for name, dtype in cols])
+        _arrow_schemas[cache_key] = schema
+    columns = {name: [r.get(name) for r in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[Row]) -> None:
+    if not rows:
+        return
+    data = arrow_table(con, table, rows)
+    con.register("_mvs_rows", data)
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _mvs_rows")
+    finally:
+        con.unregister("_mvs_rows")
+
+
+def _keys_table(key_cols: tuple[str, ...], keys: Iterable[Key]) -> pa.Table:
+    keys = list(keys)
+    return pa.table({c: [k[i] for k in keys] for i, c in enumerate(key_cols)})
+
+
+def _on(key_cols: tuple[str, ...]) -> str:
+    return " AND ".join(f"t.{c} = k.{c}" for c in key_cols)
+
+
+class Projection:
+    """A named fold of some event subjects into some tables of the DuckDB file.
+
+    ``suffix`` renames every owned table (``memories`` -> ``memories__rebuild``) so that a
+    rebuild can fold into fresh tables beside the live ones.
+    """
+
+    name: ClassVar[str]
+    subjects: ClassVar[tuple[str, ...]]
+    schema_file: ClassVar[str]
+    # keyed tables and their key columns; other owned tables are append-only
+    keys: ClassVar[dict[str, tuple[str, ...]]] = {}
+    tables: ClassVar[tuple[str, ...]]
+    handlers: ClassVar[dict[type[Event], tuple[Append | Merge, ...]]] = {}
+    # Duplicated events (same event_id, different stream sequence) are dropped: see runner.
+    dedup: ClassVar[bool] = True
+
+    def __init__(self, suffix: str = "") -> None:
+        self.suffix = suffix
+
+    @property
+    def position_name(self) -> str:
+        return self.name + self.suffix
+
+    @property
+    def applied_table(self) -> str:
+        return f"applied_{self.name}{self.suffix}"
+
+    def t(self, table: str) -> str:
+        return table + self.suffix
+
+    def owned_tables(self) -> tuple[str, ...]:
+        extra = (f"applied_{self.name}",) if self.dedup else ()
+        return (*self.tables, *extra)
+
+    def schema_statements(self) -> list[str]:
+        """The DDL of the owned tables (views only for the live, unsuffixed tables)."""
+        text = resources.files("projections").joinpath(self.schema_file).read_text()
+        out = []
+        for stmt in (s.strip() for s in text.split(";")):
+            body = "\n".join(ln for ln in stmt.splitlines() if not ln.strip().startswith("--"))
+            if not body.strip():
+                continue
+            if self.suffix and re.match(r"\s*CREATE\s+(OR\s+REPLACE\s+)?VIEW", body, re.I):
+                continue
+            for table in self.owned_tables():
+                body = re.sub(rf"\b{table}\b", table + self.suffix, body)
+            out.append(body)
+        if self.dedup:
+            out.append(
+                f"CREATE TABLE IF NOT EXISTS {self.applied_table} "
+                "(event_id VARCHAR NOT NULL, seq UBIGINT NOT NULL)"
+            )
+        return out
+
+    def create_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        for stmt in self.schema_statements():
+            con.execute(stmt)
+
+    def fold(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> list[tuple[Item, str]]:
+        """Apply ``items`` (in stream order) inside the caller's transaction.
+
+        Returns the refused items with their reasons.
+        """
+        handlers = self.handlers
+        # 1. every key each keyed table needs
+        wanted: dict[str, set[Key]] = {}
+        for item in items:
+            for h in handlers.get(type(item.event), ()):
+                if isinstance(h, Merge):
+                    wanted.setdefault(h.table, set()).add(h.key(item))
+                    for table, key in self.reads(item):
+                        wanted.setdefault(table, set()).add(key)
+        ctx = FoldContext()
+        for table, keys in wanted.items():
+            ctx.state[table] = self._load(con, table, keys)
+            ctx.before[table] = dict(ctx.state[table])
+        # 2. fold in order
+        appends: dict[str, list[Row]] = {}
+        refused: list[tuple[Item, str]] = []
+        for item in items:
+            effects: list[tuple[Append | Merge, Any]] = []
+            undo: list[tuple[str, Key, Row | None]] = []
+            try:
+                for h in handlers.get(type(item.event), ()):
+                    if isinstance(h, Append):
+                        effects.append((h, h.row(item)))
+                        continue
+                    key = h.key(item)
+                    old = ctx.state[h.table].get(key)
+                    new = h.apply(old, item, ctx)
+                    if new is old:
+                        continue
+                    if new is not DELETE:
+                        new["last_seq"] = item.seq
+                    undo.append((h.table, key, old))
+                    # visible to later handlers of the same event; undone if it is refused
+                    ctx.state[h.table][key] = None if new is DELETE else new
+            except Invalid as exc:
+                for table, key, old in reversed(undo):
+                    ctx.state[table][key] = old
+                refused.append((item, str(exc)))
+                continue
+            for h, row in effects:
+                if row is not None:
+                    row["last_seq"] = item.seq
+                    appends.setdefault(h.table, []).append(row)
+        # 3. write the net effect
+        for table, states in ctx.state.items():
+            before = ctx.before[table]
+            changed = {k: v for k, v in states.items() if v is not before.get(k)}
+            if not changed:
+                continue
+            self._write(con, table, changed)
+        for table, rows in appends.items():
+            insert_rows(con, self.t(table), rows)
+        self.after_fold(con, ctx)
+        return refused
+
+    def reads(self, item: Item) -> Iterable[tuple[str, Key]]:
+        """Extra rows (table, key) a handler of ``item`` reads through ``ctx.get``."""
+        return ()
+
+    def after_fold(self, con: duckdb.DuckDBPyConnection, ctx: FoldContext) -> None:
+        """Set-based follow-ups after a batch (e.g. derived counts)."""
+
+    def _load(
+        self, con: duckdb.DuckDBPyConnection, table: str, keys: set[Key]
+    ) -> dict[Key, Row | None]:
+        key_cols = self.keys[table]
+        con.register("_mvs_keys", _keys_table(key_cols, keys))
+        try:
+            rows = (
+                con.sql(
+                    f"SELECT t.* FROM {self.t(table)} t SEMI JOIN _mvs_keys k ON {_on(key_cols)}"
+                )
+                .to_arrow_table()
+                .to_pylist()
+            )
+        finally:
+            con.unregister("_mvs_keys")
+        state: dict[Key, Row | None] = dict.fromkeys(keys)
+        for row in rows:
+            state[tuple(row[c] for c in key_cols)] = row
+        return state
+
+    def _write(
+        self, con: duckdb.DuckDBPyConnection, table: str, changed: dict[Key, Row | None]
+    ) -> None:
+        key_cols = self.keys[table]
+        name = self.t(table)
+        con.register("_mvs_keys", _keys_table(key_cols, changed))
+        try:
+            con.execute(f"DELETE FROM {name} t USING _mvs_keys k WHERE {_on(key_cols)}")
+        finally:
+            con.unregister("_mvs_keys")
+        insert_rows(con, name, [r for r in changed.values() if r is not None])
+
+
+def checksum(con: duckdb.DuckDBPyConnection, table: str) -> tuple[int, int]:
+    """(row count, order-independent sum of row hashes) of ``table``."""
+    row = con.execute(
+        f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0) FROM {table} AS t"
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])

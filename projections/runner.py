@@ -1,0 +1,264 @@
+"""One projection's consumer loop: fetch a batch, fold it, commit rows and position, ack.
+
+Exactly-once effect: the folded rows, the dead letters, the applied event ids and the
+projection's ``last_seq`` commit in ONE DuckDB transaction, and only then is the batch acked
+(``AckPolicy.ALL``: acking the last message acks the batch). On start the consumer is created
+afresh at ``last_seq + 1``, so the DuckDB file, not the consumer, is the source of truth (a
+restored backup or a deleted file simply replays from where the file stands). A message with
+``seq <= last_seq`` (a redelivery) is skipped; an event whose ``event_id`` was already applied
+(published twice beyond JetStream's duplicate window) is skipped too.
+
+An undecodable event, or one a handler refuses, goes to ``dead_letters``. If a batch fails as
+a whole (a bug or a constraint the handlers did not foresee), it is retried one message per
+transaction, and the message that still fails is dead-lettered: the projection carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import duckdb
+import nats.errors
+import pyarrow as pa
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from projections.base import Item, Projection
+from streams.catalog import decode_event
+from streams.definitions import EVENTS_STREAM
+
+__all__ = ["CORE_SCHEMA", "ProjectionRunner", "RawMessage", "create_core_schema", "stream_seq"]
+
+CORE_SCHEMA = "core.sql"
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    seq: int
+    subject: str
+    data: bytes
+
+
+def stream_seq(reply: str) -> int:
+    """The stream sequence from a JetStream ack subject (both the v1 and v2 layouts)."""
+    tokens = reply.split(".")
+    # v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+    # v2: $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>
+    #     .<pending>[.<token>]
+    return int(tokens[5] if len(tokens) == 9 else tokens[7])
+
+
+def create_core_schema(con: duckdb.DuckDBPyConnection) -> None:
+    from importlib import resources
+
+    text = resources.files("projections").joinpath(CORE_SCHEMA).read_text()
+    for stmt in text.split(";"):
+        if stmt.strip() and not all(
+            ln.strip().startswith("--") or not ln.strip() for ln in stmt.splitlines()
+        ):
+            con.execute(stmt)
+
+
+class ProjectionRunner:
+    """Drives one :class:`Projection` from its durable pull consumer into DuckDB."""
+
+    def __init__(
+        self,
+        projection: Projection,
+        db: duckdb.DuckDBPyConnection,
+        js: JetStreamContext,
+        *,
+        batch: int = 2000,
+    ) -> None:
+        self.projection = projection
+        self.con = db.cursor()
+        self.js = js
+        self.batch = batch
+        self.last_seq = 0
+        self.applied: set[str] = set()
+        self.durable = f"proj_{projection.position_name}"
+        self._psub: JetStreamContext.PullSubscription | None = None
+        self.events_applied = 0
+        self.dead_lettered = 0
+
+    @property
+    def name(self) -> str:
+        return self.projection.position_name
+
+    def prepare(self) -> None:
+        """Create the tables if needed and load the position and applied event ids."""
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        create_core_schema(con)
+        self.projection.create_schema(con)
+        con.execute("COMMIT")
+        self.reload()
+
+    def reload(self) -> None:
+        row = self.con.execute(
+            "SELECT last_seq FROM projection_positions WHERE projection = ?", [self.name]
+        ).fetchone()
+        self.last_seq = int(row[0]) if row else 0
+        self.applied = set()
+        if self.projection.dedup:
+            ids = self.con.sql(
+                f"SELECT event_id FROM {self.projection.applied_table}"
+            ).to_arrow_table()
+            self.applied = set(ids.column(0).to_pylist())
+
+    async def subscribe(self) -> None:
+        """(Re)create the durable consumer at ``last_seq + 1`` and bind to it."""
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_consumer(EVENTS_STREAM, self.durable)
+        subjects = list(self.projection.subjects)
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            description=f"MVS projection {self.name}",
+            ack_policy=AckPolicy.ALL,
+            ack_wait=120.0,
+            max_ack_pending=max(4 * self.batch, 10000),
+            max_deliver=-1,
+            deliver_policy=(
+                DeliverPolicy.BY_START_SEQUENCE if self.last_seq else DeliverPolicy.ALL
+            ),
+            opt_start_seq=self.last_seq + 1 if self.last_seq else None,
+            filter_subject=subjects[0] if len(subjects) == 1 else None,
+            filter_subjects=subjects if len(subjects) > 1 else None,
+        )
+        await self.js.add_consumer(EVENTS_STREAM, config)
+        self._psub = await self.js.pull_subscribe_bind(self.durable, stream=EVENTS_STREAM)
+
+    async def close(self) -> None:
+        if self._psub is not None:
+            await self._psub.unsubscribe()
+            self._psub = None
+
+    async def fetch(self, timeout: float) -> list[Msg]:
+        assert self._psub is not None, "subscribe() first"
+        try:
+            return await self._psub.fetch(self.batch, timeout=timeout)
+        except nats.errors.TimeoutError:
+            return []
+
+    @staticmethod
+    def raw(msgs: list[Msg]) -> list[RawMessage]:
+        return [RawMessage(stream_seq(m.reply), m.subject, m.data) for m in msgs]
+
+    async def step(self, timeout: float = 0.5) -> int:
+        """Fetch, fold and ack one batch; the number of messages fetched (0: caught up)."""
+        msgs = await self.fetch(timeout)
+        if msgs:
+            await asyncio.to_thread(self.apply, self.raw(msgs))
+            await msgs[-1].ack()
+        return len(msgs)
+
+    async def drain(self, timeout: float = 0.3) -> None:
+        """Step until a fetch comes back empty: every event published before is applied."""
+        while await self.step(timeout):
+            pass
+
+    async def run(self, stop: asyncio.Event, *, idle_timeout: float = 1.0) -> None:
+        """Follow the stream until ``stop`` is set; fetching overlaps folding."""
+        inflight: asyncio.Future[None] | None = None
+        last: Msg | None = None
+        while not stop.is_set():
+            msgs = await self.fetch(idle_timeout)
+            if inflight is not None:
+                await inflight
+                assert last is not None
+                await last.ack()
+                inflight = None
+            if msgs:
+                last = msgs[-1]
+                inflight = asyncio.ensure_future(asyncio.to_thread(self.apply, self.raw(msgs)))
+        if inflight is not None:
+            await inflight
+            assert last is not None
+            await last.ack()
+
+    def apply(self, msgs: list[RawMessage]) -> None:
+        """Fold ``msgs`` into DuckDB in one transaction (see the module docstring)."""
+        fresh = [m for m in msgs if m.seq > self.last_seq]
+        if not fresh:
+            return
+        try:
+            self._commit(fresh)
+        except Exception:
+            # One message spoils the batch: find it by applying one message at a time.
+            for m in fresh:
+                try:
+                    self._commit([m])
+                except Exception as exc:  # a handler bug or a constraint: that message's
+                    self._commit([m], failure=f"fold failed: {type(exc).__name__}: {exc}")
+
+    def _commit(self, msgs: list[RawMessage], failure: str | None = None) -> None:
+        proj = self.projection
+        items: list[Item] = []
+        dead: list[tuple[RawMessage, str]] = []
+        new_ids: list[tuple[str, int]] = []
+        seen: set[str] = set()
+        for m in msgs:
+            if failure is not None:
+                dead.append((m, failure))
+                continue
+            try:
+                event = decode_event(m.data)
+            except Exception as exc:  # any decode failure is the message's fault, not ours
+                dead.append((m, f"undecodable: {exc}"))
+                continue
+            if proj.dedup:
+                eid = event.event_id
+                if eid in self.applied or eid in seen:
+                    continue
+                seen.add(eid)
+                new_ids.append((eid, m.seq))
+            items.append(Item(m.seq, m.subject, event, m.data))
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if items:
+                refused = proj.fold(con, items)
+                dead.extend((RawMessage(i.seq, i.subject, i.raw), why) for i, why in refused)
+            if new_ids:
+                self._insert(
+                    proj.applied_table,
+                    {"event_id": [e for e, _ in new_ids], "seq": [s for _, s in new_ids]},
+                )
+            if dead:
+                now = time.time()
+                self._insert(
+                    "dead_letters",
+                    {
+                        "projection": [self.name] * len(dead),
+                        "seq": [m.seq for m, _ in dead],
+                        "subject": [m.subject for m, _ in dead],
+                        "reason": [why for _, why in dead],
+                        "raw": [m.data for m, _ in dead],
+                        "recorded_at": [now] * len(dead),
+                    },
+                )
+            last = msgs[-1].seq
+            con.execute(
+                "INSERT OR REPLACE INTO projection_positions VALUES (?, ?, ?)",
+                [self.name, last, time.time()],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self.last_seq = last
+        self.applied.update(e for e, _ in new_ids)
+        self.events_applied += len(items)
+        self.dead_lettered += len(dead)
+
+    def _insert(self, table: str, columns: dict[str, list[object]]) -> None:
+        self.con.register("_mvs_cols", pa.table(columns))
+        try:
+            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _mvs_cols")
+        finally:
+            self.con.unregister("_mvs_cols")
