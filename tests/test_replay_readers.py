@@ -6,6 +6,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from legacy_gen import (
+    generate_learning_dbs,
+    generate_memory_db,
+    generate_metrics_db,
+    write_agent_log,
+    write_observation_report,
+)
 
 from replay.detect import discover
 from replay.model import Record
@@ -15,13 +22,6 @@ from replay.readers.startup_config import resolve_port
 from streams.catalog import decode_event, encode_event
 from streams.events.legacy import LegacyRecordRejected
 from streams.events.memory import MemoryWritten
-from legacy_gen import (
-    generate_learning_dbs,
-    generate_memory_db,
-    generate_metrics_db,
-    write_agent_log,
-    write_observation_report,
-)
 
 
 def _read_all(path: Path) -> list[Record]:
