@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +77,30 @@ def test_streams_ls_counts_events_published_by_hand_once_per_msg_id(
     listing = _mvs("streams", "ls", nats_url=nats_url, home=tmp_path).stdout
     assert _counts(listing)[EVENTS_STREAM] == 2
     assert "mvs.evt.>" in listing
+
+
+def test_the_hand_published_json_example_in_the_docs_is_stored_once(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """The ``nats req`` example of docs/subjects.md, sent the way the CLI sends it."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "subjects.md").read_text()
+    found = re.search(r"nats req (\S+) \\\n\s+'(.*?)' \\\n\s+-H 'Nats-Msg-Id:(\S+)'", doc, re.S)
+    assert found, "the nats req example is missing from docs/subjects.md"
+    subject, body, msg_id = found[1], found[2].encode(), found[3]
+    _mvs("streams", "apply", nats_url=nats_url, home=tmp_path)
+
+    async def request() -> list[dict[str, object]]:
+        nc = await connect(nats_url)
+        replies = [
+            await nc.request(subject, body, timeout=5, headers={"Nats-Msg-Id": msg_id})
+            for _ in range(2)
+        ]
+        await nc.close()
+        return [json.loads(reply.data) for reply in replies]
+
+    first, again = asyncio.run(request())
+    assert first["stream"] == EVENTS_STREAM and not first.get("duplicate")
+    assert again.get("duplicate") is True
+    event = decode_event(body)
+    assert event.event_id == msg_id
+    assert subject_of(event) == subject

@@ -339,3 +339,9 @@ def test_golden_example_still_decodes_and_encodes_to_the_same_bytes(cls: type[Ev
     assert encode_event(event) == packed, hint
     assert json.loads(encode_event_json(event)) == as_json, hint
     assert decode_event_raw(json.dumps(as_json).encode()) == event
+
+
+def test_every_domain_is_documented_in_the_subject_taxonomy() -> None:
+    doc = (GOLDEN_DIR.parents[1] / "docs" / "subjects.md").read_text(encoding="utf-8")
+    undocumented = [d for d in DOMAINS if f"| `{d}`" not in doc]
+    assert not undocumented, f"docs/subjects.md does not describe domains {undocumented}"
