@@ -40,6 +40,7 @@ class ModelEvicted(Event, frozen=True, kw_only=True, tag="model.evicted.v1"):
     to_make_room_for: str
     host: str = "mainpc"
     memory_mb: float = 0.0
+    memory_freed_mb: float = 0.0
 
 
 class ModelLoadFailed(Event, frozen=True, kw_only=True, tag="model.load_failed.v1"):
