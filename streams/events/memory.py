@@ -53,10 +53,10 @@ class MemoryUpdated(Event, frozen=True, kw_only=True, tag="memory.updated.v1"):
     memory_type: str | UnsetType = UNSET
     tier: str | UnsetType = UNSET
     importance: float | UnsetType = UNSET
-    expires_at: float | None | UnsetType = UNSET
+    expires_at: float | UnsetType | None = UNSET
     metadata: dict[str, Any] | UnsetType = UNSET
     tags: list[str] | UnsetType = UNSET
-    parent_id: str | None | UnsetType = UNSET
+    parent_id: str | UnsetType | None = UNSET
 
 
 class MemoryDeleted(Event, frozen=True, kw_only=True, tag="memory.deleted.v1"):
