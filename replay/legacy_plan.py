@@ -19,7 +19,17 @@ import msgspec
 from mvs.errors import ConfigError
 from replay.readers.startup_config import LegacyAgent, load_inventory
 
-__all__ = ["AgentMap", "LegacyPlan", "build_plan", "load_agent_map", "RETIRED"]
+__all__ = [
+    "RETIRED",
+    "AgentMap",
+    "LegacyPlan",
+    "PlannedAgent",
+    "build_plan",
+    "decommission_waves",
+    "load_agent_map",
+    "plan_as_dict",
+    "render_plan",
+]
 
 RETIRED = "retired"
 EXPECTED_AGENTS = 77
