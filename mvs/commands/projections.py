@@ -1,0 +1,123 @@
+"""``mvs projections ls|run|rebuild NAME``: the DuckDB projections of the event log."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+
+import msgspec
+
+from mvs.bus import NatsEndpoint, connect
+from mvs.errors import ProjectionError
+from mvs.settings import Settings
+from projections.host import ProjectionHost, Status
+from projections.query import REBUILD_SUBJECT, STATUS_SUBJECT, request, running_host
+from projections.rebuild import RebuildReport
+from projections.registry import PROJECTIONS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("projections", help="list, run or rebuild the DuckDB projections")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("ls", help="each projection's position and lag").set_defaults(func=run_ls)
+    r = verbs.add_parser("run", help="run every projection in the foreground (follow mode)")
+    r.add_argument("--once", action="store_true", help="catch up with the stream, then exit")
+    r.set_defaults(func=run_run)
+    b = verbs.add_parser("rebuild", help="rebuild a projection from sequence 0 and swap it in")
+    b.add_argument("name", choices=sorted(PROJECTIONS))
+    b.set_defaults(func=run_rebuild)
+
+
+def _print_status(rows: list[Status]) -> None:
+    print(f"{'PROJECTION':<12} {'LAST_SEQ':>10} {'LAG':>10}")
+    for s in rows:
+        lag = "-" if s.lag is None else str(s.lag)
+        print(f"{s.projection:<12} {s.last_seq:>10} {lag:>10}")
+
+
+async def _offline_host(url: str, settings: Settings, fn: str, arg: str = "") -> object:
+    nc = await connect(url, name="mvs-projections")
+    try:
+        names = (arg,) if fn == "rebuild" else None
+        async with ProjectionHost(nc, settings.duckdb_path, names=names, serve=False) as host:
+            if fn == "rebuild":
+                return await host.rebuild(arg)
+            if fn == "ls":
+                # positions as stored; lag as the consumers see it (nothing is folded here)
+                return await host.status()
+            await host.catch_up(timeout=None)
+            return await host.status()
+    finally:
+        await nc.close()
+
+
+def run_ls(args: argparse.Namespace, settings: Settings) -> int:
+    url = running_host(settings.duckdb_path)
+    if url is not None:
+        data = asyncio.run(request(url, STATUS_SUBJECT, b""))
+        _print_status(msgspec.json.decode(data, type=list[Status]))
+        return 0
+    with NatsEndpoint(settings) as endpoint:
+        rows = asyncio.run(_offline_host(endpoint.url, settings, "ls"))
+    assert isinstance(rows, list)
+    _print_status(rows)
+    return 0
+
+
+async def _follow(url: str, settings: Settings) -> None:
+    nc = await connect(url, name="mvs-projections")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        async with ProjectionHost(nc, settings.duckdb_path, url=url) as host:
+            print(f"projections running on {settings.duckdb_path}; queries on NATS {url}")
+            await host.catch_up(timeout=None)
+            _print_status(await host.status())
+            await stop.wait()
+    finally:
+        await nc.close()
+
+
+def run_run(args: argparse.Namespace, settings: Settings) -> int:
+    if running_host(settings.duckdb_path) is not None:
+        raise ProjectionError(f"a projection host already runs on {settings.duckdb_path}")
+    with NatsEndpoint(settings) as endpoint:
+        if args.once:
+            rows = asyncio.run(_offline_host(endpoint.url, settings, "catch_up"))
+            assert isinstance(rows, list)
+            _print_status(rows)
+        else:
+            asyncio.run(_follow(endpoint.url, settings))
+    return 0
+
+
+def _print_report(report: RebuildReport) -> None:
+    print(
+        f"rebuilt {report.projection}: {report.events} events to seq {report.last_seq} "
+        f"in {report.seconds:.2f}s"
+    )
+    head = ("TABLE", "OLD ROWS", "OLD CHECKSUM", "NEW ROWS", "NEW CHECKSUM")
+    print(f"{head[0]:<28} {head[1]:>9} {head[2]:>40} {head[3]:>9} {head[4]:>40}")
+    for table, (rows, digest) in report.old.items():
+        new_rows, new_digest = report.new.get(table, (0, 0))
+        print(f"{table:<28} {rows:>9} {digest:>40} {new_rows:>9} {new_digest:>40}")
+    print("identical" if report.identical else "DIFFERENT (the fold changed; new tables are in)")
+
+
+def run_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    url = running_host(settings.duckdb_path)
+    if url is not None:
+        data = asyncio.run(request(url, REBUILD_SUBJECT, args.name.encode(), timeout=3600.0))
+        report = msgspec.json.decode(data, type=RebuildReport)
+    else:
+        with NatsEndpoint(settings) as endpoint:
+            result = asyncio.run(_offline_host(endpoint.url, settings, "rebuild", args.name))
+        assert isinstance(result, RebuildReport)
+        report = result
+    _print_report(report)
+    return 0

@@ -1,0 +1,284 @@
+"""The process that owns the DuckDB file: runs every projection and serves read-only queries.
+
+DuckDB allows one writer process per file, so one :class:`ProjectionHost` owns
+``mvs.duckdb`` while the system runs; everyone else queries through it over NATS.
+
+Usage from a supervisor::
+
+    nc = await connect(url)
+    async with ProjectionHost(nc, settings.duckdb_path) as host:   # starts all projections
+        await host.catch_up()          # every projection has folded the whole stream
+        await host.wait_for(seq)       # ... or at least up to stream sequence ``seq``
+        report = await host.rebuild("memory")   # rebuild from seq 0, swap in, checksums
+        ...                            # host.stop() on exit
+
+``start()`` applies the stream definitions, creates the tables, (re)creates one durable pull
+consumer per projection at the stored position and runs each as an asyncio task. It serves
+
+* ``mvs.svc.query.sql``: a SELECT, answered as an Arrow IPC stream (see :mod:`projections.query`);
+* ``mvs.svc.query.export``: write every table to Parquet in a directory;
+* ``mvs.svc.projections.status``: positions and lag;
+* ``mvs.svc.projections.rebuild``: rebuild one projection.
+
+and advertises itself in ``projections-runtime.json`` beside the DuckDB file, so that
+``mvs query`` knows to ask it instead of opening the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import duckdb
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.errors import NotFoundError
+
+from mvs.errors import MvsError, ProjectionError
+from projections import query as q
+from projections.rebuild import RebuildReport, rebuild
+from projections.registry import PROJECTIONS, projection
+from projections.runner import ProjectionRunner, create_core_schema
+from streams.definitions import EVENTS_STREAM, apply_streams
+
+__all__ = ["ProjectionHost", "Status"]
+
+
+class Status(msgspec.Struct, frozen=True, kw_only=True):
+    projection: str
+    last_seq: int
+    lag: int | None
+    events_applied: int = 0
+    dead_letters: int = 0
+
+
+class ProjectionHost:
+    """Runs projections over one DuckDB file; see the module docstring."""
+
+    def __init__(
+        self,
+        nc: Client,
+        duckdb_path: Path | str,
+        *,
+        names: tuple[str, ...] | None = None,
+        batch: int = 2000,
+        serve: bool = True,
+        url: str | None = None,
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=10.0)
+        self.path = Path(duckdb_path)
+        self.names = names or tuple(PROJECTIONS)
+        self.batch = batch
+        self.serve = serve
+        self.url = url or (nc.connected_url.geturl() if nc.connected_url else "")
+        self.db: duckdb.DuckDBPyConnection | None = None
+        self.runners: dict[str, ProjectionRunner] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stops: dict[str, asyncio.Event] = {}
+        self._subs: list[Subscription] = []
+        self._rebuilding = asyncio.Lock()
+
+    @property
+    def advert_path(self) -> Path:
+        return q.advert_path(self.path)
+
+    async def __aenter__(self) -> ProjectionHost:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        await apply_streams(self.js)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = duckdb.connect(str(self.path))
+        except duckdb.Error as exc:
+            raise ProjectionError(f"cannot open {self.path} for writing: {exc}") from exc
+        con = self.db.cursor()
+        con.execute("BEGIN TRANSACTION")
+        create_core_schema(con)
+        con.execute("COMMIT")
+        for name in self.names:
+            runner = ProjectionRunner(projection(name), self.db, self.js, batch=self.batch)
+            runner.prepare()
+            await runner.subscribe()
+            self.runners[name] = runner
+            self._spawn(name)
+        if self.serve:
+            await self._serve()
+            self._advertise()
+
+    def _spawn(self, name: str) -> None:
+        stop = asyncio.Event()
+        self._stops[name] = stop
+        self._tasks[name] = asyncio.create_task(self.runners[name].run(stop), name=f"proj-{name}")
+
+    async def _halt(self, name: str) -> None:
+        self._stops[name].set()
+        await self._tasks.pop(name)
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        for name in list(self._tasks):
+            await self._halt(name)
+        for runner in self.runners.values():
+            with contextlib.suppress(Exception):
+                await runner.close()
+        self.runners.clear()
+        with contextlib.suppress(FileNotFoundError):
+            if self._owns_advert():
+                self.advert_path.unlink()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    async def wait_for(self, seq: int, *, timeout: float | None = 60.0) -> None:
+        """Return once every projection has applied every event of its subjects up to ``seq``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for name, runner in self.runners.items():
+            while not await self._reached(runner, seq):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise ProjectionError(
+                        f"projection {name} did not reach seq {seq} in {timeout}s "
+                        f"(at {runner.last_seq})"
+                    )
+                await asyncio.sleep(0.02)
+
+    async def catch_up(self, *, timeout: float | None = 60.0) -> int:
+        """Wait until every projection has folded the stream as it stands now; its last seq."""
+        info = await self.js.stream_info(EVENTS_STREAM)
+        seq = int(info.state.last_seq)
+        await self.wait_for(seq, timeout=timeout)
+        return seq
+
+    async def _reached(self, runner: ProjectionRunner, seq: int) -> bool:
+        if runner.last_seq >= seq:
+            return True
+        # A filtered projection may never see ``seq`` itself: it has reached it when nothing
+        # is left to deliver and everything delivered is acked (acks follow the commit).
+        try:
+            ci = await self.js.consumer_info(EVENTS_STREAM, runner.durable)
+        except NotFoundError:
+            return False
+        return (
+            ci.num_pending == 0
+            and ci.num_ack_pending == 0
+            and (ci.ack_floor.stream_seq or 0) >= (ci.delivered.stream_seq or 0)
+        )
+
+    async def status(self) -> list[Status]:
+        out = []
+        for name, runner in self.runners.items():
+            lag: int | None
+            try:
+                ci = await self.js.consumer_info(EVENTS_STREAM, runner.durable)
+                lag = int(ci.num_pending or 0) + int(ci.num_ack_pending or 0)
+            except NotFoundError:
+                lag = None
+            out.append(
+                Status(
+                    projection=name, last_seq=runner.last_seq, lag=lag,
+                    events_applied=runner.events_applied, dead_letters=runner.dead_lettered,
+                )
+            )
+        return out
+
+    async def rebuild(self, name: str) -> RebuildReport:
+        """Rebuild ``name`` from seq 0 beside the live tables and swap it in when caught up."""
+        if name not in self.runners:
+            raise ProjectionError(f"projection {name!r} is not run by this host")
+        assert self.db is not None
+        async with self._rebuilding:
+            live = self.runners[name]
+            await self._halt(name)
+            try:
+                return await rebuild(self.db, self.js, live, batch=self.batch)
+            finally:
+                self._spawn(name)
+
+    def query(self, sql: str) -> bytes:
+        """Run a read-only query; the result as an Arrow IPC stream."""
+        assert self.db is not None
+        return q.to_ipc(q.run_readonly(self.db.cursor(), sql))
+
+    async def _serve(self) -> None:
+        async def on_sql(msg: Msg) -> None:
+            await self._reply(msg, lambda: self.query(msg.data.decode()), threaded=True)
+
+        async def on_export(msg: Msg) -> None:
+            assert self.db is not None
+            db = self.db
+            await self._reply(
+                msg,
+                lambda: json.dumps(q.export_parquet(db.cursor(), Path(msg.data.decode()))).encode(),
+                threaded=True,
+            )
+
+        async def on_status(msg: Msg) -> None:
+            await self._reply_async(msg, self._status_bytes)
+
+        async def on_rebuild(msg: Msg) -> None:
+            async def run() -> bytes:
+                return msgspec.json.encode(await self.rebuild(msg.data.decode()))
+
+            await self._reply_async(msg, run)
+
+        for subject, cb in (
+            (q.QUERY_SUBJECT, on_sql),
+            (q.EXPORT_SUBJECT, on_export),
+            (q.STATUS_SUBJECT, on_status),
+            (q.REBUILD_SUBJECT, on_rebuild),
+        ):
+            self._subs.append(await self.nc.subscribe(subject, cb=cb))
+
+    async def _status_bytes(self) -> bytes:
+        return msgspec.json.encode(await self.status())
+
+    async def _reply(self, msg: Msg, fn: Any, *, threaded: bool) -> None:
+        async def run() -> bytes:
+            return await asyncio.to_thread(fn) if threaded else fn()
+
+        await self._reply_async(msg, run)
+
+    async def _reply_async(self, msg: Msg, fn: Any) -> None:
+        if not msg.reply:
+            return
+        try:
+            data, headers = await fn(), {q.STATUS_HEADER: "ok"}
+        except (MvsError, duckdb.Error) as exc:
+            data, headers = str(exc).encode(), {q.STATUS_HEADER: "error"}
+        except Exception as exc:  # a service answers every request, even on its own bug
+            data = f"{type(exc).__name__}: {exc}".encode()
+            headers = {q.STATUS_HEADER: "error"}
+        await self.nc.publish(msg.reply, data, headers=headers)
+
+    def _advertise(self) -> None:
+        path = self.advert_path
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "url": self.url, "db": str(self.path)}))
+        tmp.replace(path)
+
+    def _owns_advert(self) -> bool:
+        try:
+            return int(json.loads(self.advert_path.read_text())["pid"]) == os.getpid()
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
