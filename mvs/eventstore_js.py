@@ -47,6 +47,7 @@ __all__ = [
     "is_conflict",
     "publish_atomic",
     "publish_one",
+    "publish_pipelined",
 ]
 
 MAX_ATOMIC_BATCH = 1000  # nats-server's default limit of messages in one atomic batch
@@ -106,25 +107,42 @@ class ReplyMux:
 
     def __init__(self) -> None:
         self._prefix = ""
-        self._waiting: dict[str, asyncio.Queue[Msg]] = {}
+        self._waiting: dict[str, asyncio.Queue[Msg] | asyncio.Future[Msg]] = {}
         self._counter = 0
 
+    @property
+    def started(self) -> bool:
+        return bool(self._prefix)
+
     async def start(self, nc: Client) -> None:
-        self._prefix = nc.new_inbox()
-        await nc.subscribe(self._prefix + ".*", cb=self._route)
+        prefix = nc.new_inbox()
+        await nc.subscribe(prefix + ".*", cb=self._route)
+        self._prefix = prefix
 
     async def _route(self, msg: Msg) -> None:
-        queue = self._waiting.get(msg.subject[len(self._prefix) + 1 :])
-        if queue is not None:
-            queue.put_nowait(msg)
+        waiter = self._waiting.get(msg.subject[len(self._prefix) + 1 :])
+        if isinstance(waiter, asyncio.Queue):
+            waiter.put_nowait(msg)
+        elif waiter is not None and not waiter.done():
+            waiter.set_result(msg)
+
+    def _token(self) -> str:
+        self._counter += 1
+        return str(self._counter)
 
     def open(self) -> tuple[str, asyncio.Queue[Msg]]:
         """A fresh reply subject and the queue its replies arrive on; :meth:`close` it."""
-        self._counter += 1
-        token = str(self._counter)
+        token = self._token()
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._waiting[token] = queue
         return f"{self._prefix}.{token}", queue
+
+    def expect_one(self) -> tuple[str, asyncio.Future[Msg]]:
+        """A fresh reply subject for exactly one reply; :meth:`close` it when done."""
+        token = self._token()
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        return f"{self._prefix}.{token}", future
 
     def close(self, reply: str) -> None:
         self._waiting.pop(reply[len(self._prefix) + 1 :], None)
@@ -135,12 +153,38 @@ async def publish_one(
 ) -> Ack:
     """Publish one message and wait for its pub ack (raises APIError on rejection)."""
     subject, payload, headers = msg
-    reply, queue = mux.open()
+    reply, future = mux.expect_one()
     try:
         await nc.publish(subject, payload, reply=reply, headers=headers)
-        return _parse_ack(await asyncio.wait_for(queue.get(), timeout))
+        return _parse_ack(await asyncio.wait_for(future, timeout))
     finally:
         mux.close(reply)
+
+
+async def publish_pipelined(
+    nc: Client, mux: ReplyMux, msgs: Sequence[OutMsg], *, timeout: float
+) -> list[Ack | APIError]:
+    """Publish every message before awaiting any ack; one ack (or rejection) per message.
+
+    Not atomic: each message is stored or refused on its own, in publish order.
+    """
+    replies: list[tuple[str, asyncio.Future[Msg]]] = []
+    try:
+        for subject, payload, headers in msgs:
+            reply, future = mux.expect_one()
+            replies.append((reply, future))
+            await nc.publish(subject, payload, reply=reply, headers=headers)
+        await asyncio.wait_for(asyncio.gather(*(f for _, f in replies)), timeout)
+        out: list[Ack | APIError] = []
+        for _, future in replies:
+            try:
+                out.append(_parse_ack(future.result()))
+            except APIError as exc:
+                out.append(exc)
+        return out
+    finally:
+        for reply, _ in replies:
+            mux.close(reply)
 
 
 async def publish_atomic(
