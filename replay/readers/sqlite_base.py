@@ -108,6 +108,19 @@ class SqliteReader:
     def host_of(self, path: Path) -> str:
         return ""
 
+    def count(self, path: Path) -> int:
+        """How many records :meth:`read` yields (one per row of the mapped tables)."""
+        conn = open_ro(path)
+        try:
+            tables = table_columns(conn)
+            return sum(
+                conn.execute(f'SELECT count(*) FROM "{tm.table}"').fetchone()[0]
+                for tm in self.maps
+                if tm.matches(tables)
+            )
+        finally:
+            conn.close()
+
     def read(self, path: Path, *, skip: int = 0) -> Iterator[Record]:
         conn = open_ro(path)
         try:

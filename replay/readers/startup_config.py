@@ -152,6 +152,7 @@ def load_inventory(paths: list[Path], *, port_offset: int = 0) -> LegacyInventor
 class StartupConfigReader:
     format = "L10"
     name = "startup-config"
+    replayable = False
 
     def detect(self, path: Path) -> bool:
         if path.suffix.lower() not in (".yaml", ".yml"):

@@ -1,0 +1,292 @@
+"""The replay engine: legacy sources in, MVS events out, exactly once, resumable.
+
+For each source: detect its format, hash it, look up its position (:mod:`replay.tracking`),
+read its records from there, publish their events pipelined (``publish_async`` with
+``Nats-Msg-Id`` = event id), and after each batch's acks record the new position. A record
+counts once all its events are acknowledged; ``PubAck.duplicate`` counts as a duplicate
+skipped, never as an error. Rejected records are published too (``legacy.rejected.v1``), so
+the rejection and its location stay in the log; ``strict`` stops at the first one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from nats.js.errors import APIError
+
+from mvs.errors import BusError, LegacyFormatError, MvsError
+from replay.detect import Source, discover
+from replay.model import Record, event_id
+from replay.tracking import Position, Tracker, file_sha256, ids_after, tracking_key
+from streams.catalog import encode_event, subject_of
+from streams.definitions import apply_streams
+from streams.events.legacy import LegacyRecordRejected, ReplayCompleted
+
+__all__ = ["Progress", "ReplayOptions", "ReplayStrictError", "SourceResult", "replay"]
+
+MSG_ID = "Nats-Msg-Id"
+
+
+class ReplayStrictError(MvsError, ValueError):
+    """``--strict`` and a record was rejected."""
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    fmt: str | None = None
+    dry_run: bool = False
+    since: float | None = None
+    until: float | None = None
+    strict: bool = False
+    batch: int = 4000
+
+
+@dataclass
+class Progress:
+    path: Path
+    format: str
+    done: int
+    total: int | None
+    started: float
+
+
+@dataclass
+class SourceResult:
+    path: str
+    format: str
+    status: str = "done"  # done | already replayed | resumed | unrecognised | failed | dry run
+    records_read: int = 0
+    events_written: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    outside_window: int = 0
+    skipped_already_published: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    findings: Counter[str] = field(default_factory=Counter)
+    entities: Counter[str] = field(default_factory=Counter)
+    last_seq: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+
+def _in_window(rec: Record, opts: ReplayOptions) -> bool:
+    if opts.since is None and opts.until is None:
+        return True
+    if rec.at is None:
+        return False  # a record without a time is in no time window
+    if opts.since is not None and rec.at < opts.since:
+        return False
+    return not (opts.until is not None and rec.at >= opts.until)
+
+
+def _total(source: Source) -> int | None:
+    count = getattr(source.reader, "count", None)
+    return int(count(source.path)) if callable(count) else None
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[PubAck]] = []
+        self.records: list[Record] = []
+        self.end = 0  # position after the batch's last record
+
+
+class _SourceRun:
+    def __init__(
+        self, js: JetStreamContext | None, tracker: Tracker | None, source: Source,
+        opts: ReplayOptions, progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.js, self.tracker, self.source, self.opts = js, tracker, source, opts
+        self.progress = progress
+        self.result = SourceResult(str(source.path), source.format)
+        self.known_ids: set[str] = set()
+        self.uncertain_end = 0
+
+    async def run(self) -> SourceResult:
+        t0 = time.perf_counter()
+        src, res = self.source, self.result
+        if src.reader is None:
+            res.status = "unrecognised"
+            res.error = "no legacy format recognised this file"
+            return res
+        try:
+            await self._run()
+        except (LegacyFormatError, OSError) as exc:
+            res.status, res.error = "failed", str(exc)
+        res.seconds = time.perf_counter() - t0
+        return res
+
+    async def _run(self) -> None:
+        src, res, opts = self.source, self.result, self.opts
+        assert src.reader is not None
+        if not getattr(src.reader, "replayable", True):
+            res.status = "inventory only"
+            res.error = "a startup config: see `mvs legacy plan`"
+            return
+        if opts.dry_run or self.js is None or self.tracker is None:
+            res.status = "dry run"
+            total = _total(src)
+            for i, rec in enumerate(src.reader.read(src.path)):
+                self._account(rec)
+                for ev in rec.events:
+                    encode_event(ev)  # the codec must accept what would be published
+                    res.events_written += 1
+                self._tick(i + 1, total)
+            return
+        sha = await asyncio.to_thread(file_sha256, src.path)
+        key = tracking_key(src.format, sha, opts.since, opts.until)
+        pos = await self.tracker.get(key)
+        if pos is not None and pos.done:
+            res.status = "already replayed"
+            res.skipped_already_published = pos.committed
+            res.last_seq = pos.stream_seq
+            return
+        if pos is None:
+            pos = Position(path=str(src.path), format=src.format, sha256=sha)
+        else:
+            res.status = "resumed"
+            res.skipped_already_published = pos.committed
+            if pos.window:
+                self.known_ids = await ids_after(self.js, pos.stream_seq)
+                self.uncertain_end = pos.committed + pos.window
+        pos.window = 2 * opts.batch
+        await self._publish_all(key, pos)
+        pos.done = True
+        await self._completed(key, pos)
+        await self.tracker.put(key, pos)
+
+    def _account(self, rec: Record) -> None:
+        res = self.result
+        res.records_read += 1
+        res.entities[rec.entity] += 1
+        for f in rec.findings:
+            res.findings[f] += 1
+        if rec.rejected:
+            res.rejected += 1
+            ev = rec.events[0]
+            if isinstance(ev, LegacyRecordRejected):
+                res.reasons[_reason_class(ev.reason)] += 1
+            if self.opts.strict:
+                loc = ev.location if isinstance(ev, LegacyRecordRejected) else "?"
+                raise ReplayStrictError(f"--strict: {loc}: rejected: {ev}")
+
+    def _tick(self, done: int, total: int | None) -> None:
+        if self.progress is not None and (done % 2000 == 0 or done == total):
+            self.progress(Progress(self.source.path, self.source.format, done, total,
+                                   time.monotonic()))
+
+    async def _publish_all(self, key: str, pos: Position) -> None:
+        js, src, opts, reader = self.js, self.source, self.opts, self.source.reader
+        assert js is not None and reader is not None
+        total = _total(src)
+        inflight: list[_Batch] = []
+        batch = _Batch()
+        index = pos.committed
+        for rec in reader.read(src.path, skip=pos.committed):
+            index += 1
+            if not _in_window(rec, opts):
+                self.result.outside_window += 1
+                pos.outside_window += 1
+            else:
+                self._account(rec)
+                for ev in rec.events:
+                    if index <= self.uncertain_end and ev.event_id in self.known_ids:
+                        self.result.duplicates += 1
+                        pos.duplicates += 1
+                        continue
+                    fut = await js.publish_async(
+                        subject_of(ev), encode_event(ev), headers={MSG_ID: ev.event_id}
+                    )
+                    batch.futures.append(fut)
+                batch.records.append(rec)
+            batch.end = index
+            if len(batch.futures) >= opts.batch or len(batch.records) >= opts.batch:
+                inflight.append(batch)
+                batch = _Batch()
+                if len(inflight) > 1:
+                    await self._settle(inflight.pop(0), key, pos)
+            self._tick(index, total)
+        inflight.append(batch)
+        for b in inflight:
+            await self._settle(b, key, pos)
+
+    async def _settle(self, batch: _Batch, key: str, pos: Position) -> None:
+        """Await a batch's acks, count them, then durably move the position past it."""
+        assert self.tracker is not None
+        res = self.result
+        try:
+            acks = await asyncio.gather(*batch.futures)
+        except (APIError, nats.errors.Error) as exc:
+            raise BusError(f"publishing {self.source.path.name} failed: {exc}") from exc
+        for ack in acks:
+            if ack.duplicate:
+                res.duplicates += 1
+                pos.duplicates += 1
+            else:
+                res.events_written += 1
+                pos.events_written += 1
+            res.last_seq = max(res.last_seq, ack.seq)
+        for rec in batch.records:
+            pos.records_read += 1
+            if rec.rejected:
+                pos.rejected += 1
+                ev = rec.events[0]
+                if isinstance(ev, LegacyRecordRejected):
+                    cls = _reason_class(ev.reason)
+                    pos.reasons[cls] = pos.reasons.get(cls, 0) + 1
+        pos.committed = max(pos.committed, batch.end)
+        pos.stream_seq = max(pos.stream_seq, res.last_seq)
+        await self.tracker.put(key, pos)
+
+    async def _completed(self, key: str, pos: Position) -> None:
+        assert self.js is not None
+        ev = ReplayCompleted(
+            event_id=event_id("replay", "completed", key, ""),
+            source=f"mvs-replay:{self.source.path.name}",
+            source_format=self.source.format,
+            source_path=str(self.source.path),
+            records_read=pos.records_read,
+            events_written=pos.events_written,
+            duplicates=pos.duplicates,
+            rejected=pos.rejected,
+            summary=dict(pos.reasons),
+        )
+        ack = await self.js.publish(subject_of(ev), encode_event(ev), headers={MSG_ID: ev.event_id})
+        self.result.last_seq = max(self.result.last_seq, ack.seq)
+        pos.stream_seq = max(pos.stream_seq, ack.seq)
+
+
+def _reason_class(reason: str) -> str:
+    """Group reasons for the summary: ``importance: 'x' is not a number`` -> its field part."""
+    head, sep, _ = reason.partition(":")
+    return f"{head}: ..." if sep and len(head) < 40 else reason[:80]
+
+
+async def replay(
+    nc: Client | None,
+    sources: list[Path],
+    opts: ReplayOptions,
+    *,
+    progress: Callable[[Progress], None] | None = None,
+) -> list[SourceResult]:
+    """Replay every legacy file under ``sources``; ``nc=None`` (or dry run) publishes nothing."""
+    found = discover(sources, opts.fmt)
+    js: JetStreamContext | None = None
+    tracker: Tracker | None = None
+    if nc is not None and not opts.dry_run:
+        js = nc.jetstream(timeout=30.0, publish_async_max_pending=4 * opts.batch)
+        await apply_streams(js)
+        tracker = await Tracker.open(js)
+    results = []
+    for src in found:
+        results.append(await _SourceRun(js, tracker, src, opts, progress).run())
+    return results
