@@ -14,7 +14,7 @@ from replay.readers.startup_config import READER as STARTUP_CONFIG
 __all__ = ["register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("legacy", help="the legacy system: agent inventory and decommission plan")
     verbs = p.add_subparsers(dest="verb", required=True)
     plan = verbs.add_parser(

@@ -19,7 +19,7 @@ from replay.model import BadValue, to_time
 __all__ = ["register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "replay",
         help="replay legacy data (SQLite, JSON, logs) into MVS events, then optionally verify",
