@@ -19,6 +19,7 @@ __all__ = [
     "NatsUnavailable",
     "ProjectionError",
     "ServiceError",
+    "UnknownModel",
     "UpstreamError",
 ]
 
@@ -61,6 +62,10 @@ class ServiceError(MvsError, RuntimeError):
 
 class ModelError(MvsError, RuntimeError):
     """A model could not be found, loaded or run; the message names the model."""
+
+
+class UnknownModel(ModelError, LookupError):
+    """A request names a model the pool does not know."""
 
 
 class UpstreamError(ServiceError, ConnectionError):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import msgspec
 import psutil
 
-from mvs.errors import ModelError
+from mvs.errors import ModelError, UnknownModel
 from mvs.models.backends import LoadedModel, ModelSpec, folder_size_mb, load_model, resolve_path
 from streams.base import Event
 from streams.events.models import (
@@ -228,7 +228,7 @@ class ModelPool:
         spec = self.specs.get(model_id)
         if spec is None:
             known = ", ".join(sorted(self.specs)) or "none"
-            raise ModelError(f"unknown model {model_id!r} (known: {known})")
+            raise UnknownModel(f"unknown model {model_id!r} (known: {known})")
         return spec
 
     def _estimate_mb(self, spec: ModelSpec) -> float:
