@@ -277,6 +277,7 @@ def decode_config(data: Any, *, source: str = "config") -> MvsConfig:
     """
     if isinstance(data, dict):
         data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+        _check_entries(data, source)
     try:
         config = msgspec.convert(data, MvsConfig, strict=True)
     except msgspec.ValidationError as exc:
@@ -285,6 +286,33 @@ def decode_config(data: Any, *, source: str = "config") -> MvsConfig:
         return validate(config)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+
+
+_ENTRY_TYPES: dict[str, type[msgspec.Struct]] = {
+    "services": ServiceSpec,
+    "processes": ProcessGroup,
+    "feature_flags": FeatureFlag,
+}
+
+
+def _check_entries(data: dict[str, Any], source: str) -> None:
+    """Decode each entry of the keyed sections alone, so an error names the entry.
+
+    msgspec reports a path inside a dict as ``$.services[...]``; the service name is what a
+    reader needs.
+    """
+    for section, entry_type in _ENTRY_TYPES.items():
+        entries = data.get(section)
+        if not isinstance(entries, dict):
+            continue
+        for key, value in entries.items():
+            try:
+                msgspec.convert(value, entry_type, strict=True)
+            except msgspec.ValidationError as exc:
+                where = f"$.{section}.{key}"
+                text = str(exc)
+                text = text.replace("`$", f"`{where}") if "`$" in text else f"{text} - at `{where}`"
+                raise ConfigError(f"{source}: {text}") from exc
 
 
 def load_config(path: Path | str) -> MvsConfig:
