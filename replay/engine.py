@@ -17,15 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
-from nats.js.errors import APIError
 
-from mvs.errors import BusError, LegacyFormatError, MvsError
+from mvs.errors import LegacyFormatError, MvsError
 from replay.detect import Source, discover
 from replay.model import Record, event_id
+from replay.publisher import PipelinedPublisher
 from replay.tracking import Position, Tracker, file_sha256, ids_after, tracking_key
 from streams.catalog import encode_event, subject_of
 from streams.definitions import apply_streams
@@ -94,18 +92,20 @@ def _total(source: Source) -> int | None:
 
 
 class _Batch:
-    def __init__(self) -> None:
-        self.futures: list[asyncio.Future[PubAck]] = []
+    def __init__(self, pub: PipelinedPublisher) -> None:
+        self.acks = pub.new_batch()
         self.records: list[Record] = []
         self.end = 0  # position after the batch's last record
 
 
 class _SourceRun:
     def __init__(
-        self, js: JetStreamContext | None, tracker: Tracker | None, source: Source,
-        opts: ReplayOptions, progress: Callable[[Progress], None] | None,
+        self, js: JetStreamContext | None, pub: PipelinedPublisher | None,
+        tracker: Tracker | None, source: Source, opts: ReplayOptions,
+        progress: Callable[[Progress], None] | None,
     ) -> None:
         self.js, self.tracker, self.source, self.opts = js, tracker, source, opts
+        self.pub = pub
         self.progress = progress
         self.result = SourceResult(str(source.path), source.format)
         self.known_ids: set[str] = set()
@@ -185,11 +185,11 @@ class _SourceRun:
                                    time.monotonic()))
 
     async def _publish_all(self, key: str, pos: Position) -> None:
-        js, src, opts, reader = self.js, self.source, self.opts, self.source.reader
-        assert js is not None and reader is not None
+        pub, src, opts, reader = self.pub, self.source, self.opts, self.source.reader
+        assert pub is not None and reader is not None
         total = _total(src)
         inflight: list[_Batch] = []
-        batch = _Batch()
+        batch = _Batch(pub)
         index = pos.committed
         for rec in reader.read(src.path, skip=pos.committed):
             index += 1
@@ -203,15 +203,12 @@ class _SourceRun:
                         self.result.duplicates += 1
                         pos.duplicates += 1
                         continue
-                    fut = await js.publish_async(
-                        subject_of(ev), encode_event(ev), headers={MSG_ID: ev.event_id}
-                    )
-                    batch.futures.append(fut)
+                    await pub.publish(batch.acks, subject_of(ev), encode_event(ev), ev.event_id)
                 batch.records.append(rec)
             batch.end = index
-            if len(batch.futures) >= opts.batch or len(batch.records) >= opts.batch:
+            if batch.acks.sent >= opts.batch or len(batch.records) >= opts.batch:
                 inflight.append(batch)
-                batch = _Batch()
+                batch = _Batch(pub)
                 if len(inflight) > 1:
                     await self._settle(inflight.pop(0), key, pos)
             self._tick(index, total)
@@ -221,20 +218,15 @@ class _SourceRun:
 
     async def _settle(self, batch: _Batch, key: str, pos: Position) -> None:
         """Await a batch's acks, count them, then durably move the position past it."""
-        assert self.tracker is not None
+        assert self.tracker is not None and self.pub is not None
         res = self.result
-        try:
-            acks = await asyncio.gather(*batch.futures)
-        except (APIError, nats.errors.Error) as exc:
-            raise BusError(f"publishing {self.source.path.name} failed: {exc}") from exc
-        for ack in acks:
-            if ack.duplicate:
-                res.duplicates += 1
-                pos.duplicates += 1
-            else:
-                res.events_written += 1
-                pos.events_written += 1
-            res.last_seq = max(res.last_seq, ack.seq)
+        acks = await self.pub.wait(batch.acks)
+        written = acks.acked - acks.duplicates
+        res.duplicates += acks.duplicates
+        pos.duplicates += acks.duplicates
+        res.events_written += written
+        pos.events_written += written
+        res.last_seq = max(res.last_seq, acks.last_seq)
         for rec in batch.records:
             pos.records_read += 1
             if rec.rejected:
@@ -282,11 +274,18 @@ async def replay(
     found = discover(sources, opts.fmt)
     js: JetStreamContext | None = None
     tracker: Tracker | None = None
+    pub: PipelinedPublisher | None = None
     if nc is not None and not opts.dry_run:
-        js = nc.jetstream(timeout=30.0, publish_async_max_pending=4 * opts.batch)
+        js = nc.jetstream(timeout=30.0)
         await apply_streams(js)
         tracker = await Tracker.open(js)
+        pub = PipelinedPublisher(nc, max_pending=4 * opts.batch)
+        await pub.start()
     results = []
-    for src in found:
-        results.append(await _SourceRun(js, tracker, src, opts, progress).run())
+    try:
+        for src in found:
+            results.append(await _SourceRun(js, pub, tracker, src, opts, progress).run())
+    finally:
+        if pub is not None:
+            await pub.close()
     return results

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
+
 from streams.base import Event
 from streams.events.legacy import LegacyRecordRejected
 
@@ -177,6 +179,9 @@ def to_text(value: Any, default: str = "") -> str:
     return value if isinstance(value, str) else str(value)
 
 
+_json_decode = msgspec.json.Decoder().decode
+
+
 def parse_json(value: Any) -> tuple[Any, bool]:
     """``(parsed, ok)``: NULL and empty text parse to ``None``; invalid JSON is ``ok=False``."""
     if value is None:
@@ -185,9 +190,9 @@ def parse_json(value: Any) -> tuple[Any, bool]:
         value = value.decode("utf-8", "replace")
     if not isinstance(value, str):
         return value, True
-    if not value.strip():
-        return None, True
     try:
-        return json.loads(value), True
-    except ValueError:
+        return _json_decode(value), True
+    except msgspec.DecodeError:
+        if not value.strip():
+            return None, True
         return None, False
