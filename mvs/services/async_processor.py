@@ -90,7 +90,12 @@ class AsyncProcessor(Service):
 
     name = "AsyncProcessor"
 
+    def __init__(self, ctx: Any, **kwargs: Any) -> None:
+        super().__init__(ctx, **kwargs)
+        self.handlers: dict[str, Handler] = {"call_service": self._call_service}
+
     def register_handler(self, task_type: str, handler: Handler) -> None:
+        """Handle jobs of ``task_type`` with ``await handler(payload)``; raising retries."""
         self.handlers[task_type] = handler
 
     async def on_start(self) -> None:
@@ -99,7 +104,6 @@ class AsyncProcessor(Service):
         self.max_deliver = cfg.max_deliver if cfg else 5
         self.backoff = cfg.backoff_s if cfg else (1.0, 2.0, 4.0, 8.0)
         ack_wait = cfg.ack_wait_s if cfg else 30.0
-        self.handlers: dict[str, Handler] = {"call_service": self._call_service}
         self.processed = 0
         self.failed_attempts = 0
         self._doorbell = asyncio.Event()
