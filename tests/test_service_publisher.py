@@ -1,0 +1,94 @@
+"""Publisher-side batching of background events; interactive events go out at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.js import JetStreamContext
+
+from mvs.bus import connect
+from mvs.publisher import EventPublisher
+from streams.definitions import apply_streams
+from streams.events.system import HostSampled
+
+
+def _sample(i: int) -> HostSampled:
+    return HostSampled(host=f"h{i}", cpu_percent=1.0, memory_used_mb=1.0, memory_total_mb=2.0)
+
+
+async def _count(js: JetStreamContext) -> int:
+    info = await js.stream_info("MVS_EVENTS")
+    return int(info.state.messages)
+
+
+def test_a_full_batch_flushes_without_waiting_for_the_timeout(nats_url: str) -> None:
+    async def main() -> None:
+        nc = await connect(nats_url)
+        js = nc.jetstream()
+        await apply_streams(js)
+        # a timeout so long that only the size trigger can explain a flush
+        pub = EventPublisher(js, batch_size=100, batch_timeout_ms=60_000)
+        try:
+            for i in range(100):
+                pub.emit(_sample(i))
+            for _ in range(100):
+                if await _count(js) == 100:
+                    break
+                await asyncio.sleep(0.05)
+            assert await _count(js) == 100
+            pub.emit(_sample(100))  # a lone event waits for the timeout...
+            await asyncio.sleep(0.3)
+            assert await _count(js) == 100 and pub.pending == 1
+            await pub.flush()  # ...or an explicit flush
+            assert await _count(js) == 101 and pub.pending == 0
+        finally:
+            await pub.close()
+            await nc.close()
+
+    asyncio.run(main())
+
+
+def test_background_events_arrive_after_the_batch_timeout_and_interactive_ones_at_once(
+    nats_url: str,
+) -> None:
+    async def main() -> None:
+        nc = await connect(nats_url)
+        js = nc.jetstream()
+        await apply_streams(js)
+        pub = EventPublisher(js, batch_size=100, batch_timeout_ms=50)
+        try:
+            pub.emit(_sample(1))
+            pub.emit(_sample(2))
+            assert await _count(js) == 0
+            ack = await pub.publish(_sample(3))  # interactive: acknowledged on return
+            assert ack.stream == "MVS_EVENTS"
+            for _ in range(100):
+                if await _count(js) == 3:
+                    break
+                await asyncio.sleep(0.02)
+            assert await _count(js) == 3
+        finally:
+            await pub.close()
+            await nc.close()
+
+    asyncio.run(main())
+
+
+def test_a_retried_batch_is_stored_once(nats_url: str) -> None:
+    async def main() -> None:
+        nc = await connect(nats_url)
+        js = nc.jetstream()
+        await apply_streams(js)
+        pub = EventPublisher(js)
+        try:
+            events = [_sample(i) for i in range(10)]
+            pub.emit_many(events)
+            await pub.flush()
+            pub.emit_many(events)  # same event ids: a retry after a lost ack
+            await pub.flush()
+            assert await _count(js) == 10
+        finally:
+            await pub.close()
+            await nc.close()
+
+    asyncio.run(main())
