@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -49,6 +50,7 @@ __all__ = [
     "BRIDGE_NAME",
     "LegacyBridge",
     "dispatch_key",
+    "endpoints_from_configs",
     "envelope_action",
     "legacy_envelope",
     "reply_error",
@@ -111,6 +113,28 @@ def reply_error(reply: Mapping[str, Any]) -> str | None:
     if reply_ok(reply):
         return None
     return str(reply.get("error") or reply.get("message") or "error (no message)")
+
+
+def endpoints_from_configs(
+    paths: list[Path],
+    *,
+    hosts: Mapping[str, str] | None = None,
+    port_offset: int = 0,
+) -> dict[str, str]:
+    """Each legacy agent's ``tcp://`` address from the legacy startup configs (L10).
+
+    ``hosts`` maps the legacy host names (``mainpc``, ``pc2``) to addresses; both default to
+    127.0.0.1. Agents without a port are left out.
+    """
+    from replay.readers.startup_config import load_inventory
+
+    where = {"mainpc": "127.0.0.1", "pc2": "127.0.0.1", **(hosts or {})}
+    inventory = load_inventory(paths, port_offset=port_offset)
+    return {
+        a.name: f"tcp://{where.get(a.host, a.host)}:{a.port}"
+        for a in inventory.agents
+        if a.port is not None
+    }
 
 
 class LegacyBridge:
