@@ -25,7 +25,7 @@ import asyncio
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,13 +40,16 @@ from mvs.eventlog import EventLog
 from mvs.eventstore import JetStreamApplicationRecorder
 from mvs.eventstore_runtime import NatsRuntime, StoreNames
 from mvs.natsserver import NatsServer
+from streams.base import Event
 from streams.catalog import encode_event
 from streams.definitions import apply_streams
 from streams.events.memory import MemoryWritten
 
 __all__ = ["main"]
 
-_EVENT = MemoryWritten(memory_id="bench", content="the kettle is in the second cupboard " * 3)
+_EVENT: Event = MemoryWritten(
+    memory_id="bench", content="the kettle is in the second cupboard " * 3
+)
 PAYLOAD = encode_event(_EVENT)
 
 
@@ -74,26 +77,50 @@ class Figure:
         return f"  {self.name:<42} {self.rate:>10.0f} ev/s{lat}"
 
 
-def _timed(name: str, ops: int, calls: int, fn: Callable[[int], object]) -> Figure:
-    lat = []
-    start = time.perf_counter()
-    for i in range(calls):
-        t0 = time.perf_counter()
-        fn(i)
-        lat.append(time.perf_counter() - t0)
-    return Figure(name, ops, time.perf_counter() - start, lat)
+Variant = tuple[int, Callable[[int], Awaitable[object]]]  # events per call, the call
 
 
-async def _atimed(
-    name: str, ops: int, calls: int, fn: Callable[[int], Awaitable[object]]
-) -> Figure:
-    lat = []
-    start = time.perf_counter()
+async def _interleave(calls: int, variants: dict[str, Variant]) -> dict[str, Figure]:
+    """Run the variants round-robin, ``calls`` times each, so that they share the noise of
+    a busy machine instead of one variant getting a quiet minute and the next a loud one."""
+    lat: dict[str, list[float]] = {name: [] for name in variants}
     for i in range(calls):
-        t0 = time.perf_counter()
-        await fn(i)
-        lat.append(time.perf_counter() - t0)
-    return Figure(name, ops, time.perf_counter() - start, lat)
+        for name, (_, fn) in variants.items():
+            t0 = time.perf_counter()
+            await fn(i)
+            lat[name].append(time.perf_counter() - t0)
+    return {
+        name: Figure(name, ops * calls, sum(lat[name]), lat[name])
+        for name, (ops, _) in variants.items()
+    }
+
+
+def _interleave_sync(
+    calls: int, variants: dict[str, tuple[int, Callable[[int], float | None]]]
+) -> dict[str, Figure]:
+    """Like :func:`_interleave` for blocking calls; a call may return its own duration (a
+    raw baseline timed inside the event loop, without the thread hop)."""
+    lat: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(calls):
+        for name, (_, fn) in variants.items():
+            t0 = time.perf_counter()
+            inner = fn(i)
+            lat[name].append(inner if inner is not None else time.perf_counter() - t0)
+    return {
+        name: Figure(name, ops * calls, sum(lat[name]), lat[name])
+        for name, (ops, _) in variants.items()
+    }
+
+
+def _events(n: int, keys: int = 100) -> list[Event]:
+    return [
+        msgspec.structs.replace(_EVENT, event_id=uuid.uuid4().hex, memory_id=f"m{i % keys}")
+        for i in range(n)
+    ]
+
+
+def _slices(events: list[Event], size: int) -> Callable[[int], list[Event]]:
+    return lambda i: events[i * size : (i + 1) * size]
 
 
 async def _raw_and_log(url: str, singles: int, pipelined: int, batch: int) -> dict[str, Figure]:
@@ -101,81 +128,62 @@ async def _raw_and_log(url: str, singles: int, pipelined: int, batch: int) -> di
     js = nc.jetstream()
     await apply_streams(js)
     await js.add_stream(StreamConfig(name="BENCH_RAW", subjects=["bench.raw.>"]))
-    out: dict[str, Figure] = {}
-    for _ in range(50):  # warm up the connection and the server's stream
-        await js.publish("bench.raw.warm", PAYLOAD)
-
-    out["raw_single"] = await _atimed(
-        "raw js.publish (1 at a time)", singles, singles,
-        lambda i: js.publish(f"bench.raw.s{i % 100}", PAYLOAD),
-    )
-
-    async def raw_pipelined(n: int) -> None:
-        for i in range(n):
-            await js.publish_async(f"bench.raw.p{i % 100}", PAYLOAD)
-        await js.publish_async_completed()
-
-    out["raw_pipelined"] = await _atimed(
-        f"raw publish_async (pipelined x{batch})", pipelined, pipelined // batch,
-        lambda _: raw_pipelined(batch),
-    )
-
     log = EventLog(js)
-    events = [
-        msgspec.structs.replace(_EVENT, event_id=uuid.uuid4().hex, memory_id=f"m{i % 100}")
-        for i in range(max(singles, pipelined))
-    ]
-    await log.append(events[-1])  # warm up: reply subscription
-    out["log_single"] = await _atimed(
-        "EventLog.append (1 at a time)", singles, singles, lambda i: log.append(events[i])
-    )
-    fresh = [msgspec.structs.replace(e, event_id=uuid.uuid4().hex) for e in events[:pipelined]]
-    out["log_many"] = await _atimed(
-        f"EventLog.append_many (x{batch})", pipelined, pipelined // batch,
-        lambda i: log.append_many(fresh[i * batch : (i + 1) * batch]),
-    )
-    fresh = [msgspec.structs.replace(e, event_id=uuid.uuid4().hex) for e in events[:pipelined]]
-    out["log_batch"] = await _atimed(
-        f"EventLog.append_batch (atomic x{batch})", pipelined, pipelined // batch,
-        lambda i: log.append_batch(fresh[i * batch : (i + 1) * batch]),
-    )
-    out["read_direct"], out["read_ordered"] = await _reads(nc, max(20, singles // 20))
+    for _ in range(50):  # warm up the connection, the streams and the log's reply inbox
+        await js.publish("bench.raw.warm", PAYLOAD)
+    await log.append_many(_events(50))
+
+    def raw_pipelined(size: int) -> Callable[[int], Awaitable[None]]:
+        async def run(_: int) -> None:
+            for i in range(size):
+                await js.publish_async(f"bench.raw.p{i % 100}", PAYLOAD)
+            await js.publish_async_completed()
+
+        return run
+
+    def many(events: list[Event], size: int) -> Callable[[int], Awaitable[object]]:
+        part = _slices(events, size)
+        return lambda i: log.append_many(part(i))
+
+    def atomic(events: list[Event], size: int) -> Callable[[int], Awaitable[object]]:
+        part = _slices(events, size)
+        return lambda i: log.append_batch(part(i))
+
+    out: dict[str, Figure] = {}
+    one = _events(singles)
+    figs = await _interleave(singles, {
+        "raw js.publish (1 at a time)":
+            (1, lambda i: js.publish(f"bench.raw.s{i % 100}", PAYLOAD)),
+        "EventLog.append (1 at a time)": (1, lambda i: log.append(one[i])),
+    })
+    out["raw_single"], out["log_single"] = figs.values()
+
+    figs = await _interleave(pipelined // batch, {
+        f"raw publish_async (pipelined x{batch})": (batch, raw_pipelined(batch)),
+        f"EventLog.append_many (x{batch})": (batch, many(_events(pipelined), batch)),
+        f"EventLog.append_batch (atomic x{batch})": (batch, atomic(_events(pipelined), batch)),
+    })
+    out["raw_pipelined"], out["log_many"], out["log_batch"] = figs.values()
+
     for size in (10, 500, 1000):
         n = max(size * 3, pipelined // 3)
         n -= n % size
-        raw, atomic = await _sweep(js, log, size, n)
-        out[f"sweep_raw_{size}"], out[f"sweep_batch_{size}"] = raw, atomic
+        figs = await _interleave(n // size, {
+            f"raw publish_async (pipelined x{size})": (size, raw_pipelined(size)),
+            f"EventLog.append_batch (atomic x{size})": (size, atomic(_events(n), size)),
+        })
+        out[f"sweep_raw_{size}"], out[f"sweep_batch_{size}"] = figs.values()
+
+    out["read_direct"], out["read_ordered"] = await _reads(nc, max(20, singles // 20))
     await nc.close()
     return out
 
 
-async def _sweep(js: Any, log: EventLog, size: int, n: int) -> tuple[Figure, Figure]:
-    """Atomic batches of ``size`` against pipelined publishes of ``size``."""
-
-    async def raw(_: int) -> None:
-        for i in range(size):
-            await js.publish_async(f"bench.raw.w{i % 100}", PAYLOAD)
-        await js.publish_async_completed()
-
-    events = [
-        msgspec.structs.replace(_EVENT, event_id=uuid.uuid4().hex, memory_id=f"w{i % 100}")
-        for i in range(n)
-    ]
-
-    async def atomic(i: int) -> None:
-        await log.append_batch(events[i * size : (i + 1) * size])
-
-    return (
-        await _atimed(f"raw publish_async (pipelined x{size})", n, n // size, raw),
-        await _atimed(f"EventLog.append_batch (atomic x{size})", n, n // size, atomic),
-    )
-
-
-async def _reads(nc: object, n: int) -> tuple[Figure, Figure]:
+async def _reads(nc: Any, n: int) -> tuple[Figure, Figure]:
     """Reading one 10-event aggregate: batch direct get vs a filtered ordered consumer."""
     from mvs.eventstore_js import ReplyMux, direct_get_batch
 
-    js = nc.jetstream()  # type: ignore[attr-defined]
+    js = nc.jetstream()
     await js.add_stream(
         StreamConfig(name="BENCH_READ", subjects=["bench.read.>"], allow_direct=True)
     )
@@ -184,11 +192,11 @@ async def _reads(nc: object, n: int) -> tuple[Figure, Figure]:
             await js.publish_async(f"bench.read.a{k}", PAYLOAD)
     await js.publish_async_completed()
     mux = ReplyMux()
-    await mux.start(nc)  # type: ignore[arg-type]
+    await mux.start(nc)
 
     async def direct(i: int) -> None:
         msgs, _ = await direct_get_batch(
-            nc, mux, "BENCH_READ", f"bench.read.a{i % 200}", batch=1000, timeout=5  # type: ignore[arg-type]
+            nc, mux, "BENCH_READ", f"bench.read.a{i % 200}", batch=1000, timeout=5
         )
         assert len(msgs) == 10
 
@@ -201,10 +209,12 @@ async def _reads(nc: object, n: int) -> tuple[Figure, Figure]:
             await sub.next_msg(timeout=5)
         await sub.unsubscribe()
 
-    return (
-        await _atimed("read 10-event aggregate: batch direct get", n * 10, n, direct),
-        await _atimed("read 10-event aggregate: ordered consumer", n * 10, n, ordered),
-    )
+    figs = await _interleave(n, {
+        "read 10-event aggregate: batch direct get": (10, direct),
+        "read 10-event aggregate: ordered consumer": (10, ordered),
+    })
+    direct_fig, ordered_fig = figs.values()
+    return direct_fig, ordered_fig
 
 
 def _recorder(url: str, singles: int, pipelined: int, batch: int) -> dict[str, Figure]:
@@ -214,6 +224,7 @@ def _recorder(url: str, singles: int, pipelined: int, batch: int) -> dict[str, F
             runtime, StoreNames(f"Bench{uuid.uuid4().hex[:8]}"), contiguous=True
         )
         recorder.create_table()
+        js = runtime.nc.jetstream()
         ids = [uuid4() for _ in range(100)]
         versions = dict.fromkeys(ids, 0)
 
@@ -222,21 +233,42 @@ def _recorder(url: str, singles: int, pipelined: int, batch: int) -> dict[str, F
             versions[oid] += 1
             return StoredEvent(oid, versions[oid], "bench.Event", PAYLOAD)
 
-        for i in range(200):  # warm up; every aggregate now exists and is remembered
-            recorder.insert_events([next_event(i)])
-        out = {
-            "es_single": _timed(
-                "recorder.insert_events (1 event)", singles, singles,
-                lambda i: recorder.insert_events([next_event(i)]),
-            ),
-        }
+        async def raw_one(i: int) -> float:
+            t0 = time.perf_counter()
+            await js.publish(f"bench.raw.r{i % 100}", PAYLOAD)
+            return time.perf_counter() - t0
+
+        async def raw_pipelined(_: int) -> float:
+            t0 = time.perf_counter()
+            for i in range(batch):
+                await js.publish_async(f"bench.raw.q{i % 100}", PAYLOAD)
+            await js.publish_async_completed()
+            return time.perf_counter() - t0
+
+        def in_loop(coro: Callable[[int], Coroutine[Any, Any, float]]) -> Callable[[int], float]:
+            return lambda i: runtime.call(coro(i), doing="raw publish")
+
+        def insert(events: list[StoredEvent]) -> None:
+            recorder.insert_events(events)
+
         fresh = [uuid4() for _ in range(pipelined // batch)]
-        out["es_batch"] = _timed(
-            f"recorder.insert_events (atomic x{batch})", pipelined, pipelined // batch,
-            lambda i: recorder.insert_events(
-                [StoredEvent(fresh[i], v, "bench.Event", PAYLOAD) for v in range(1, batch + 1)]
-            ),
-        )
+
+        def insert_batch(i: int) -> None:
+            insert([StoredEvent(fresh[i], v, "bench.Event", PAYLOAD) for v in range(1, batch + 1)])
+
+        for i in range(200):  # warm up; every aggregate now exists and is remembered
+            insert([next_event(i)])
+        out: dict[str, Figure] = {}
+        figs = _interleave_sync(singles, {
+            "raw js.publish (in the store's loop)": (1, in_loop(raw_one)),
+            "recorder.insert_events (1 event)": (1, lambda i: insert([next_event(i)])),
+        })
+        out["es_raw_single"], out["es_single"] = figs.values()
+        figs = _interleave_sync(pipelined // batch, {
+            f"raw publish_async x{batch} (store's loop)": (batch, in_loop(raw_pipelined)),
+            f"recorder.insert_events (atomic x{batch})": (batch, insert_batch),
+        })
+        out["es_raw_pipelined"], out["es_batch"] = figs.values()
         return out
     finally:
         runtime.close()
@@ -255,9 +287,9 @@ def _report(title: str, f: dict[str, Figure]) -> None:
         print(fig.line())
     print("  ratios (store / raw, same run):")
     rows = [
-        ("recorder single append", "es_single", "raw_single", True),
+        ("recorder single append", "es_single", "es_raw_single", True),
         ("EventLog.append", "log_single", "raw_single", True),
-        ("recorder atomic batch", "es_batch", "raw_pipelined", False),
+        ("recorder atomic batch", "es_batch", "es_raw_pipelined", False),
         ("EventLog.append_batch", "log_batch", "raw_pipelined", False),
         ("EventLog.append_many", "log_many", "raw_pipelined", False),
     ]

@@ -110,7 +110,11 @@ class Appender:
                 seen.add(subject)
                 headers["Nats-Expected-Last-Subject-Sequence"] = str(expected[subject])
             if isinstance(event.originator_id, str) and untoken(subject.rsplit(".", 1)[1]) is None:
-                headers["Es-Id"] = event.originator_id  # the subject holds only a hash of it
+                # The subject holds only a hash of a long id: keep the id in a header, which
+                # cannot carry line breaks.
+                if "\r" in event.originator_id or "\n" in event.originator_id:
+                    raise DataError("a long originator id must not contain line breaks")
+                headers["Es-Id"] = event.originator_id
             out.append((subject, event.state, headers))
         return out
 

@@ -288,10 +288,10 @@ async def direct_get_last(
     nc: Client, mux: ReplyMux, stream: str, subject: str, *, timeout: float
 ) -> StoredMsg | None:
     """The last message stored on ``subject``, or None when there is none."""
-    reply, queue = mux.open()
+    reply, future = mux.expect_one()
     try:
         await nc.publish(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", reply=reply)
-        msg = await asyncio.wait_for(queue.get(), timeout)
+        msg = await asyncio.wait_for(future, timeout)
     finally:
         mux.close(reply)
     status = (msg.headers or {}).get("Status")

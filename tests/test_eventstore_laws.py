@@ -296,3 +296,15 @@ def test_an_eventsourcing_application_runs_on_the_jetstream_store(
         assert list(app.snapshots.get(counter.id))
     finally:
         app.close()
+
+
+def test_long_and_odd_string_ids_come_back_from_notifications(runtime: NatsRuntime) -> None:
+    recorder = _recorder(runtime)
+    long_id = "memory/" + "ü.* >" * 60  # escapes to more than a subject token holds: hashed
+    odd_id = "a.b c*>%"
+    recorder.insert_events([StoredEvent(long_id, 1, "t", b"1"), StoredEvent(odd_id, 1, "t", b"2")])
+    notes = recorder.select_notifications(None, 10)
+    assert [n.originator_id for n in notes] == [long_id, odd_id]
+    assert recorder.select_events(long_id)[0].state == b"1"
+    with pytest.raises(DataError):
+        recorder.insert_events([StoredEvent(long_id + "\n", 1, "t", b"")])
