@@ -41,6 +41,7 @@ __all__ = [
     "BackupCorrupted",
     "BackupError",
     "BackupResult",
+    "DuckdbBusy",
     "FileEntry",
     "Manifest",
     "RestoreReport",
@@ -62,6 +63,10 @@ FORMAT = 1
 
 class BackupError(MvsError, RuntimeError):
     """A backup could not be made or restored; the message names the file or stream."""
+
+
+class DuckdbBusy(BackupError):
+    """Another process (the projection host of a running system) holds a DuckDB file."""
 
 
 class BackupCorrupted(BackupError, ValueError):
@@ -87,6 +92,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     parts: list[str]
     files: list[FileEntry]
     streams: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+    notes: list[str] = msgspec.field(default_factory=list)
 
     def of_kind(self, kind: Kind) -> list[FileEntry]:
         return [f for f in self.files if f.kind == kind]
@@ -157,7 +163,7 @@ def _copy_duckdb(src: Path, dst: Path) -> None:
     try:
         con = duckdb.connect(str(src))
     except duckdb.Error as exc:
-        raise BackupError(
+        raise DuckdbBusy(
             f"cannot open {src} for a consistent copy (is a projection process holding it? "
             f"stop it with 'mvs down' first): {exc}"
         ) from exc
@@ -178,11 +184,18 @@ async def create_backup(
     dest: Path | None = None,
     parts: Iterable[Part] = ALL_PARTS,
     streams: Iterable[str] | None = None,
+    require_duckdb: bool = False,
 ) -> BackupResult:
     """Make a backup folder under ``dest`` (default ``home/backups``) and return it.
 
     ``streams`` limits the snapshots to these streams (default: every stream on the server);
     ``nc`` may be ``None`` when ``parts`` has no ``"streams"``.
+
+    A DuckDB file held by a running projection host cannot be copied consistently from
+    outside (DuckDB locks the file for its one writer process). It is then left out and the
+    manifest says so in ``notes``: the projections are derived from the event log, so a
+    restore that includes the stream snapshots rebuilds them from sequence 1 when the host
+    starts. ``require_duckdb`` makes that case an error (:class:`DuckdbBusy`) instead.
     """
     wanted = tuple(dict.fromkeys(parts))
     if "streams" in wanted and nc is None:
@@ -192,6 +205,7 @@ async def create_backup(
     work = final.with_name(final.name + ".partial")
     work.mkdir(parents=True)
     files: list[FileEntry] = []
+    notes: list[str] = []
     stream_state: dict[str, dict[str, int]] = {}
     try:
         if "config" in wanted:
@@ -205,7 +219,14 @@ async def create_backup(
             for src in sorted(home.glob("*.duckdb")):
                 dst = work / "duckdb" / src.name
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                _copy_duckdb(src, dst)
+                try:
+                    _copy_duckdb(src, dst)
+                except DuckdbBusy as exc:
+                    if require_duckdb:
+                        raise
+                    notes.append(f"{src.name} left out: {exc}; the projections rebuild from "
+                                 "the restored event log")
+                    continue
                 files.append(_entry(work, dst, "duckdb", src.name))
         if "streams" in wanted:
             assert nc is not None
@@ -222,7 +243,8 @@ async def create_backup(
                     k: int(state.get(k, 0)) for k in ("messages", "first_seq", "last_seq")
                 }
         manifest = Manifest(format=FORMAT, name=final.name, created_at=created,
-                            parts=list(wanted), files=files, streams=stream_state)
+                            parts=list(wanted), files=files, streams=stream_state,
+                            notes=notes)
         (work / MANIFEST).write_bytes(_manifest_encoder.encode(manifest))
         _fsync_tree(work)
         work.rename(final)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -13,6 +15,7 @@ from mvs.cli import main
 from mvs.natsserver import NatsServer
 from replay.backup import (
     BackupCorrupted,
+    DuckdbBusy,
     RestoreReport,
     create_backup,
     latest_backup,
@@ -183,3 +186,26 @@ def test_mvs_backup_and_restore_commands(
     (made / "duckdb" / "mvs.duckdb").write_bytes(b"not a database")
     assert main(["restore", made.name, "--only", "config"]) == 1
     assert "duckdb/mvs.duckdb is corrupted" in capsys.readouterr().err
+
+
+def test_a_duckdb_file_held_by_a_running_process_is_left_out_and_said_so(tmp_path: Path) -> None:
+    home, config = _make_home(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True);"
+         " time.sleep(120)", str(home / "mvs.duckdb")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        result = asyncio.run(create_backup(None, home=home, config_dir=config,
+                                           parts=("config", "duckdb")))
+        [note] = result.manifest.notes
+        assert note.startswith("mvs.duckdb left out: cannot open")
+        assert not result.manifest.of_kind("duckdb")
+        with pytest.raises(DuckdbBusy, match="stop it with 'mvs down' first"):
+            asyncio.run(create_backup(None, home=home, config_dir=config,
+                                      parts=("duckdb",), require_duckdb=True))
+    finally:
+        holder.kill()
+        holder.wait()

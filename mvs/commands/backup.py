@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", type=_parts, default=ALL_PARTS, metavar="PARTS",
                    help="comma list of config,streams,duckdb (default all)")
     p.add_argument("--list", action="store_true", help="list backups instead of making one")
+    p.add_argument("--require-duckdb", action="store_true",
+                   help="fail instead of leaving out a DuckDB file a running system holds")
     p.set_defaults(func=run_backup)
 
     r = sub.add_parser("restore", help="verify a backup and restore it")
@@ -85,7 +87,8 @@ def run_backup(args: argparse.Namespace, settings: Settings) -> int:
     async def go(url: str | None) -> BackupResult:
         async with _maybe_connect(url) as nc:
             return await create_backup(nc, home=settings.home, config_dir=_config_dir(settings),
-                                       dest=args.dest, parts=args.only)
+                                       dest=args.dest, parts=args.only,
+                                       require_duckdb=args.require_duckdb)
 
     if needs_nats:
         with NatsEndpoint(settings) as endpoint:
@@ -94,6 +97,8 @@ def run_backup(args: argparse.Namespace, settings: Settings) -> int:
         result = asyncio.run(go(None))
     m = result.manifest
     print(f"backup {result.path}: {len(m.files)} files, {result.total_bytes} bytes")
+    for note in m.notes:
+        print(f"  note: {note}")
     for name, state in m.streams.items():
         print(f"  stream {name}: {state['messages']} messages (seq {state['first_seq']}.."
               f"{state['last_seq']})")
