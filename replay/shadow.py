@@ -22,10 +22,11 @@ Each request goes to a *target*: :class:`MvsTarget` translates the envelope to a
 request (``mvs.svc.<service>.<action>``, the service found from the legacy agent through the
 config's ``legacy_agents`` map; the action through :data:`ACTION_ALIASES`; the payload is the
 envelope's ``data`` or ``payload`` object, else its other fields) and translates the reply
-back to the legacy shape; :class:`LegacyTarget` sends it to a live legacy agent through the
-bridge. The replies are compared by :func:`replay.compare.comparator_for` (exact for
-deterministic actions, tolerant for model output, status otherwise) and summed up in a
-:class:`ShadowReport`.
+back to the legacy shape (``{"status": "success", **reply}``, a single record nested as the
+legacy agent nested it, see :data:`REPLY_NESTING`); :class:`LegacyTarget` sends it to a
+live legacy agent through the bridge. The replies are compared by
+:func:`replay.compare.comparator_for` (exact for deterministic actions, tolerant for model
+output, status otherwise) and summed up in a :class:`ShadowReport`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from streams.subjects import service_subject
 
 __all__ = [
     "ACTION_ALIASES",
+    "REPLY_NESTING",
     "ActionStats",
     "LegacyTarget",
     "Mismatch",
@@ -90,10 +92,16 @@ ACTION_ALIASES: dict[str, dict[str, str]] = {
         "add_memory": "add", "create": "add", "get_memory": "get", "read": "get",
         "search_memory": "search", "search": "search", "update_memory": "update",
         "upsert": "update", "delete_memory": "delete", "delete": "delete",
-        "reinforce_memory": "reinforce", "batch_add_memories": "batch_add",
+        "reinforce_memory": "reinforce", "add_relationship": "relate",
+        "get_relationships": "relationships",
     },
     "TranslationService": {"translate": "translate"},
     "RequestCoordinator": {"text": "text", "audio": "audio", "vision": "vision"},
+}
+# MVS replies that carry one record at the top level, where the legacy reply nested it.
+REPLY_NESTING: dict[tuple[str, str], str] = {
+    ("MemoryOrchestratorService", "get"): "memory",
+    ("MemoryOrchestratorService", "reinforce"): "memory",
 }
 _BASE = frozenset({"source_agent", "request_id", "timestamp"})
 
@@ -149,6 +157,9 @@ class MvsTarget:
             body = msgspec.msgpack.decode(msg.data)
         if not isinstance(body, dict):
             body = {"result": body}
+        nest = REPLY_NESTING.get((service, action))
+        if nest is not None:
+            return {"status": "success", nest: body}
         return {"status": "success", **body}
 
 

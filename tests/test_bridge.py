@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from legacy_agent import LegacyAgent
 from mvs.bus import connect
 from mvs.errors import CircuitOpen, UpstreamError
 from mvs.publisher import EventPublisher
-from replay.bridge import LegacyBridge, legacy_envelope
+from replay.bridge import LegacyBridge, endpoints_from_configs, legacy_envelope
 from streams.base import Event
 from streams.catalog import decode_event
 from streams.definitions import apply_streams
@@ -198,3 +199,14 @@ def test_every_call_and_breaker_change_is_recorded_as_an_event(nats_url: str) ->
     assert calls[3].error is not None and calls[3].error.startswith("circuit open")
     changes = [e for e in events if isinstance(e, BreakerStateChanged)]
     assert [(c.dependency, c.to_state) for c in changes] == [("EmotionEngine", "open")]
+
+
+def test_endpoints_come_from_the_real_legacy_startup_configs(legacy_samples: Path) -> None:
+    configs = sorted((legacy_samples / "configs").glob("*.yaml"))
+    endpoints = endpoints_from_configs(configs, hosts={"pc2": "10.0.0.2"})
+    # The ports FORMATS.md L11 names, on the host each agent ran on.
+    assert endpoints["MemoryOrchestratorService"] == "tcp://10.0.0.2:7140"
+    assert endpoints["AsyncProcessor"] == "tcp://10.0.0.2:7101"
+    assert endpoints["RequestCoordinator"] == "tcp://127.0.0.1:26002"
+    assert endpoints["TranslationService"] == "tcp://127.0.0.1:5595"
+    assert endpoints["EmotionEngine"] == "tcp://127.0.0.1:5590"
