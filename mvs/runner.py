@@ -10,9 +10,12 @@
    ``health.startup_timeout_s``) for the dependency to answer ``health``, so start order
    holds across processes too (a dependency that never shows up is logged and the service
    starts anyway, degraded, rather than blocking the system);
-3. answers ``mvs.metrics.<process>`` with this process's Prometheus exposition, which
+3. in the group marked ``projections: true`` (one per system), runs the DuckDB
+   :class:`~projections.host.ProjectionHost` before the services, available to them as
+   ``ctx.extras["projections"]``;
+4. answers ``mvs.metrics.<process>`` with this process's Prometheus exposition, which
    ObservabilityHub merges into the one ``/metrics`` endpoint;
-4. on SIGTERM/SIGINT stops its services in reverse order and exits 0.
+5. on SIGTERM/SIGINT stops its services in reverse order and exits 0.
 
 An exception while starting exits with code 3 after logging it; the supervisor restarts the
 process with backoff.
@@ -74,6 +77,7 @@ class ProcessRunner:
         self.ctx: ServiceContext | None = None
         self.services: list[Service] = []
         self._sub: Any = None
+        self._projections: Any = None
 
     async def start(self) -> None:
         names = self.config.services_of(self.process)
@@ -89,6 +93,23 @@ class ProcessRunner:
             defaults={k: v.fraction for k, v in self.config.feature_flags.items()},
         )
         ctx.extras["settings"] = self.settings
+        if self.config.processes[self.process].projections:
+            # DuckDB has one writer process: this one. Services of this process read through
+            # ctx.extras["projections"]; other processes query it over NATS (mvs.svc.query.*).
+            from projections.host import ProjectionHost
+
+            host = ProjectionHost(ctx.nc, self.settings.duckdb_path, url=self.url)
+            try:
+                await host.start()
+            except Exception as exc:  # the services still run; the twin reports degraded
+                log.error("projection host failed to start", exc_info=exc,
+                          extra={"group": self.process})
+                ctx.extras["projections_error"] = f"{type(exc).__name__}: {exc}"[:300]
+                with contextlib.suppress(Exception):
+                    await host.stop()
+            else:
+                self._projections = host
+                ctx.extras["projections"] = host
         self._sub = await ctx.nc.subscribe(f"{METRICS_PREFIX}.{self.process}", cb=self._metrics)
         for name in names:
             await self._wait_for_remote_dependencies(name)
@@ -135,6 +156,10 @@ class ProcessRunner:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+        if self._projections is not None:
+            with contextlib.suppress(Exception):
+                await self._projections.stop()
+            self._projections = None
         if self.ctx is not None:
             await self.ctx.close()
             self.ctx = None

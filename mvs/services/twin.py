@@ -273,7 +273,12 @@ class SystemDigitalTwin(Service):
         )
 
     async def check_health(self) -> dict[str, str]:
+        checks = {"host_sampler": "ok"}
         own = self.hosts.get(self.ctx.host)
         if own is None or time.time() - own.at > 3 * self.sample_every:
-            return {"host_sampler": "no recent host sample"}
-        return {"host_sampler": "ok"}
+            checks["host_sampler"] = "no recent host sample"
+        # The projection host runs in this process (if any); its failure degrades the twin.
+        problem = self.ctx.extras.get("projections_error")
+        if problem:
+            checks["projections"] = f"projection host down: {problem}"
+        return checks
