@@ -41,6 +41,7 @@ import duckdb
 import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mvs.errors import ConfigError, ProjectionError
 from mvs.flags import FlagStore
@@ -122,25 +123,7 @@ async def projections_as_of(
         for r in runners:
             r.prepare()
         if to_seq > 0:
-            sub = await js.subscribe("mvs.evt.>", stream=EVENTS_STREAM, ordered_consumer=True,
-                                     pending_msgs_limit=4 * batch)
-            try:
-                pending: list[RawMessage] = []
-                seq = 0
-                while seq < to_seq:
-                    try:
-                        msg = await sub.next_msg(timeout=5.0)
-                    except nats.errors.TimeoutError as exc:
-                        raise ProjectionError(
-                            f"the log ended at seq {seq}, before seq {to_seq}") from exc
-                    seq = msg.metadata.sequence.stream
-                    if seq <= to_seq:
-                        pending.append(RawMessage(seq, msg.subject, msg.data))
-                    if len(pending) >= batch or seq >= to_seq:
-                        await asyncio.to_thread(_fold, runners, pending)
-                        pending = []
-            finally:
-                await sub.unsubscribe()
+            await _fold_range(js, runners, to_seq, batch)
         for r in runners:
             _set_position(r, to_seq)
         return {r.projection.name: r.events_applied for r in runners}
@@ -149,6 +132,36 @@ async def projections_as_of(
             r.con.close()
         db.execute("CHECKPOINT")
         db.close()
+
+
+async def _fold_range(
+    js: JetStreamContext, runners: list[ProjectionRunner], to_seq: int, batch: int
+) -> None:
+    """Fold events 1..``to_seq`` with a pull consumer: fetches are flow-controlled, so a slow
+    fold can never make the client drop messages (a push consumer can, silently)."""
+    config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL,
+                            inactive_threshold=120.0, max_waiting=1)
+    psub = await js.pull_subscribe("mvs.evt.>", durable=None, stream=EVENTS_STREAM,
+                                   config=config)
+    try:
+        seq = 0
+        while seq < to_seq:
+            try:
+                msgs = await psub.fetch(min(batch, to_seq - seq), timeout=5.0)
+            except TimeoutError as exc:  # nats' own TimeoutError and asyncio's bare one
+                raise ProjectionError(f"the log ended at seq {seq}, before seq {to_seq}") from exc
+            raw = []
+            for msg in msgs:
+                got = msg.metadata.sequence.stream
+                # MVS_EVENTS denies delete and purge: its sequences have no holes.
+                if got != seq + 1:
+                    raise ProjectionError(f"expected seq {seq + 1} of {EVENTS_STREAM}, got {got}")
+                seq = got
+                if seq <= to_seq:
+                    raw.append(RawMessage(seq, msg.subject, msg.data))
+            await asyncio.to_thread(_fold, runners, raw)
+    finally:
+        await psub.unsubscribe()
 
 
 def _fold(runners: list[ProjectionRunner], msgs: list[RawMessage]) -> None:

@@ -19,7 +19,8 @@ from mvs.publisher import EventPublisher
 from projections.registry import PROJECTIONS, projection
 from projections.runner import ProjectionRunner
 from replay.backup import BackupCorrupted, create_backup
-from replay.rollback import rollback, seq_at_time, subject_matches
+from replay.rollback import projections_as_of, rollback, seq_at_time, subject_matches
+from streams.catalog import encode_event, subject_of
 from streams.definitions import apply_streams
 from streams.events.memory import MemoryWritten
 
@@ -203,3 +204,26 @@ def test_mvs_rollback_command(
     assert out["to_seq"] == setup.mid_seq and out["events_kept"] is True
     assert out["flags"]["use_unified_memory"] == {"was": 0.5, "now": 0.0}
     assert _memories(setup.duckdb) == 10
+
+
+def test_folding_as_of_a_point_loses_no_event_however_small_the_batches(
+    tmp_path: Path, nats_url: str
+) -> None:
+    async def go() -> dict[str, int]:
+        nc = await connect(nats_url)
+        js = nc.jetstream()
+        await apply_streams(js)
+        acks = []
+        for i in range(3000):
+            e = MemoryWritten(memory_id=f"m{i}", content=f"c{i}", event_id=f"e{i}")
+            acks.append(await js.publish_async(subject_of(e), encode_event(e),
+                                               headers={"Nats-Msg-Id": e.event_id}))
+        await asyncio.gather(*acks)
+        try:
+            return await projections_as_of(js, tmp_path / "asof.duckdb", 2500, batch=50)
+        finally:
+            await nc.close()
+
+    folded = asyncio.run(go())
+    assert folded["history"] == folded["memory"] == 2500
+    assert _memories(tmp_path / "asof.duckdb") == 2500
