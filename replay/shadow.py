@@ -21,7 +21,8 @@ A line that is not such an object is reported with its line number and reason an
 Each request goes to a *target*: :class:`MvsTarget` translates the envelope to an MVS service
 request (``mvs.svc.<service>.<action>``, the service found from the legacy agent through the
 config's ``legacy_agents`` map; the action through :data:`ACTION_ALIASES`; the payload is the
-envelope's ``data`` or ``payload`` object, else its other fields) and translates the reply
+envelope's ``data`` or ``payload`` object, else its other fields; a service with an endpoint
+for the legacy dialect, :data:`WHOLE_ENVELOPE`, gets the envelope as it is) and translates the reply
 back to the legacy shape (``{"status": "success", **reply}``, a single record nested as the
 legacy agent nested it, see :data:`REPLY_NESTING`); :class:`LegacyTarget` sends it to a
 live legacy agent through the bridge. The replies are compared by
@@ -51,6 +52,7 @@ from streams.subjects import service_subject
 __all__ = [
     "ACTION_ALIASES",
     "REPLY_NESTING",
+    "WHOLE_ENVELOPE",
     "ActionStats",
     "LegacyTarget",
     "Mismatch",
@@ -59,6 +61,7 @@ __all__ = [
     "Target",
     "TraceRecord",
     "read_trace",
+    "route_request",
     "run_shadow",
 ]
 
@@ -96,8 +99,10 @@ ACTION_ALIASES: dict[str, dict[str, str]] = {
         "get_relationships": "relationships",
     },
     "TranslationService": {"translate": "translate"},
-    "RequestCoordinator": {"text": "text", "audio": "audio", "vision": "vision"},
 }
+# Services with an endpoint that takes the legacy envelope as it is (and answers in the legacy
+# shape): RequestCoordinator's ``legacy`` endpoint speaks the port-26002 dialect.
+WHOLE_ENVELOPE: dict[str, str] = {"RequestCoordinator": "legacy"}
 # MVS replies that carry one record at the top level, where the legacy reply nested it.
 REPLY_NESTING: dict[tuple[str, str], str] = {
     ("MemoryOrchestratorService", "get"): "memory",
@@ -114,6 +119,26 @@ class Target(Protocol):
         ...
 
 
+def route_request(
+    agent: str, envelope: Mapping[str, Any], agent_services: Mapping[str, str]
+) -> tuple[str, str, dict[str, Any]]:
+    """(MVS service, action, payload) for a legacy envelope; see the module docstring."""
+    service = agent_services.get(agent)
+    if service is None:
+        raise LookupError(f"legacy agent {agent} has no MVS service in the config map")
+    if service in WHOLE_ENVELOPE:
+        return service, WHOLE_ENVELOPE[service], dict(envelope)
+    legacy_action = envelope_action(agent, envelope)
+    action = ACTION_ALIASES.get(service, {}).get(legacy_action, legacy_action)
+    if not action:
+        raise ValueError(f"request to {agent} names no action")
+    for key in ("data", "payload"):
+        if isinstance(envelope.get(key), dict) and dispatch_key(agent) == "action":
+            return service, action, dict(envelope[key])
+    drop = _BASE | {dispatch_key(agent) or ""}
+    return service, action, {k: v for k, v in envelope.items() if k not in drop}
+
+
 @dataclass
 class MvsTarget:
     """MVS services over NATS; ``agent_services`` maps legacy agents to MVS services."""
@@ -124,18 +149,7 @@ class MvsTarget:
     name: str = "mvs"
 
     def route(self, agent: str, envelope: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
-        service = self.agent_services.get(agent)
-        if service is None:
-            raise LookupError(f"legacy agent {agent} has no MVS service in the config map")
-        legacy_action = envelope_action(agent, envelope)
-        action = ACTION_ALIASES.get(service, {}).get(legacy_action, legacy_action)
-        if not action:
-            raise ValueError(f"request to {agent} names no action")
-        for key in ("data", "payload"):
-            if isinstance(envelope.get(key), dict) and dispatch_key(agent) == "action":
-                return service, action, dict(envelope[key])
-        drop = _BASE | {dispatch_key(agent) or ""}
-        return service, action, {k: v for k, v in envelope.items() if k not in drop}
+        return route_request(agent, envelope, self.agent_services)
 
     async def send(self, agent: str, envelope: dict[str, Any]) -> dict[str, Any]:
         service, action, payload = self.route(agent, envelope)

@@ -17,7 +17,7 @@ from mvs.service import ServiceContext
 from mvs.services.registry import AgentList, AgentListRequest, ServiceRegistry
 from replay.bridge import LegacyBridge
 from replay.compare import Exact, Tolerant, comparator_for
-from replay.shadow import LegacyTarget, MvsTarget, read_trace, run_shadow
+from replay.shadow import LegacyTarget, MvsTarget, read_trace, route_request, run_shadow
 from streams.definitions import apply_streams
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "mvs_startup_config.yaml"
@@ -184,3 +184,25 @@ def test_trace_replayed_against_a_legacy_agent_matches_until_its_answers_change(
         assert "memory.content: expected 'tea', got 'coffee'" in capsys.readouterr().out
     finally:
         agent.close()
+
+
+def test_legacy_envelopes_are_routed_to_mvs_service_requests() -> None:
+    cfg = load_config(CONFIG)
+    mapping = {a: name for name, spec in cfg.services.items() for a in spec.legacy_agents}
+    base = {"source_agent": "X", "request_id": "r", "timestamp": "t"}
+    assert route_request("SessionMemoryAgent",
+                         {"action": "get_memory", "data": {"memory_id": "m1"}, **base},
+                         mapping) == ("MemoryOrchestratorService", "get", {"memory_id": "m1"})
+    assert route_request("MemoryClient", {"action": "create", "payload": {"content": "c"}},
+                         mapping) == ("MemoryOrchestratorService", "add", {"content": "c"})
+    coordinator = {"type": "text", "data": "hi", "session_id": "s", **base}
+    assert route_request("RequestCoordinator", coordinator, mapping) == (
+        "RequestCoordinator", "legacy", coordinator)
+    assert route_request("ServiceRegistry", {"action": "get_agent_endpoint",
+                                             "agent_name": "EmotionEngine", **base}, mapping) == (
+        "ServiceRegistry", "get_agent_endpoint", {"agent_name": "EmotionEngine"})
+    assert route_request("NLLBAdapter", {"action": "translate", "text": "hola",
+                                         "target_lang": "en"}, mapping)[:2] == (
+        "TranslationService", "translate")
+    with pytest.raises(LookupError, match="legacy agent Nobody has no MVS service"):
+        route_request("Nobody", {"action": "x"}, mapping)
