@@ -236,8 +236,10 @@ async def rollback(
             raise ConfigError(f"--to-seq {to_seq} is outside the log (1..{report.log_last_seq})")
         owner = running_host(duckdb_path)
         if owner is not None:
-            raise ProjectionError(f"a projection host ({owner}) holds {duckdb_path}: stop it "
-                                  "('mvs down') before rolling the projections back")
+            raise ProjectionError(
+                f"a projection host ({owner}) holds {duckdb_path}; nothing was changed. Move "
+                "traffic back now with 'mvs rollback --no-projections' (flags and config), "
+                "then 'mvs down' and run 'mvs rollback' again for the projections")
     report.to_seq = to_seq
     # ---- 1. flags to 0
     report.flags = await _flags_to_zero(js, flag_names)
