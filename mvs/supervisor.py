@@ -49,6 +49,7 @@ __all__ = [
     "main",
     "pid_file",
     "read_state",
+    "restart_backoff",
     "running_pid",
     "running_url",
     "state_file",
@@ -238,7 +239,7 @@ class Supervisor:
         ran = time.monotonic() - child.started_at
         failures = 1 if ran >= _STABLE_S else child.failures + 1
         sup = self.config.supervisor
-        backoff = min(sup.restart_backoff_max_s, sup.restart_backoff_s * 2 ** (failures - 1))
+        backoff = restart_backoff(failures, sup.restart_backoff_s, sup.restart_backoff_max_s)
         names = self.config.services_of(child.group)
         log.error("process crashed", extra={"group": child.group, "exit_code": code,
                                             "restart_in_s": backoff})
@@ -285,6 +286,11 @@ class Supervisor:
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(msgspec.json.encode(state))
         tmp.replace(path)
+
+
+def restart_backoff(failures: int, base_s: float, max_s: float) -> float:
+    """Delay before restart number ``failures`` (1-based): doubling from ``base_s``, capped."""
+    return float(min(max_s, base_s * 2 ** max(0, failures - 1)))
 
 
 def startup_timeout(config: MvsConfig, host: str) -> float:
