@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,10 @@ import pytest
 
 from mvs.bus import connect
 from mvs.cli import main
-from mvs.errors import ConfigError
+from mvs.errors import ConfigError, ProjectionError
 from mvs.flags import FlagStore
 from mvs.publisher import EventPublisher
+from projections.query import ADVERT_NAME
 from projections.registry import PROJECTIONS, projection
 from projections.runner import ProjectionRunner
 from replay.backup import BackupCorrupted, create_backup
@@ -227,3 +229,19 @@ def test_folding_as_of_a_point_loses_no_event_however_small_the_batches(
     folded = asyncio.run(go())
     assert folded["history"] == folded["memory"] == 2500
     assert _memories(tmp_path / "asof.duckdb") == 2500
+
+
+def test_with_a_projection_host_running_only_flags_and_config_can_roll_back(
+    setup: Setup,
+) -> None:
+    # The host advertises itself beside the DuckDB file (projections.query.running_host).
+    advert = setup.home / ADVERT_NAME
+    advert.write_text(json.dumps({"pid": os.getpid(), "url": setup.url}))
+    with pytest.raises(ProjectionError, match="nothing was changed"):
+        asyncio.run(setup.rollback())
+    assert asyncio.run(setup.flags()) == dict.fromkeys(FLAGS, 0.5)
+
+    report = asyncio.run(setup.rollback(projections=False))
+    assert asyncio.run(setup.flags()) == dict.fromkeys(FLAGS, 0.0)
+    assert setup.cfg_file.read_text() == "version: good\n"
+    assert report.to_seq is None and _memories(setup.duckdb) == 50
