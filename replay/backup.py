@@ -14,8 +14,9 @@ first and restores nothing when any file is missing or corrupted, naming each ba
 
 Restoring config and DuckDB files moves the current ones aside to
 ``$MVS_HOME/backups/pre-restore-<timestamp>/`` first: a restore never destroys data. A stream
-is restored only where it does not exist; replacing an existing stream (``replace_streams``)
-deletes it first, which loses whatever it received after the backup, so it is opt-in.
+is restored where it does not exist or never held a message (``mvs up`` creates the streams
+empty); replacing a stream with messages (``replace_streams``) deletes it first, which loses
+whatever it received after the backup, so it is opt-in.
 """
 
 from __future__ import annotations
@@ -388,7 +389,10 @@ async def _restore_one(nc: Client, src: Path, entry: FileEntry, replace: bool) -
     except NotFoundError:
         info = None
     if info is not None:
-        if not replace:
+        # A stream that never held a message (made by 'mvs up' before the restore) loses
+        # nothing when it is replaced; one with messages is only replaced when asked.
+        never_used = info.state.messages == 0 and info.state.last_seq == 0
+        if not replace and not never_used:
             return f"kept (exists with {info.state.messages} messages; --replace-streams replaces)"
         await js.delete_stream(name)
     restored = await restore_stream(nc, name, src / entry.path, meta)

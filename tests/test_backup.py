@@ -98,6 +98,7 @@ def test_backup_then_restore_on_a_new_server_gives_the_same_messages_config_and_
     (config / "mvs_startup_config.yaml").write_text("broken: [")
     (home / "mvs.duckdb").unlink()
     with NatsServer(store_dir=tmp_path / "nats2", port=0) as fresh:
+        asyncio.run(_fill(fresh.url, 0))  # 'mvs up' made the streams, empty, before the restore
         report = asyncio.run(_restore(fresh.url, path, home, config))
         after = asyncio.run(_messages(fresh.url, "MVS_EVENTS"))
 
