@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import re
 import threading
 from collections.abc import Coroutine
@@ -34,6 +35,8 @@ from mvs.eventstore_js import ReplyMux
 from streams.subjects import token, untoken
 
 __all__ = ["NatsRuntime", "StoreNames", "translate_error"]
+
+log = logging.getLogger("mvs.eventstore")
 
 T = TypeVar("T")
 
@@ -173,20 +176,30 @@ class NatsRuntime:
             raise translate_error(exc, doing) from exc
 
     def close(self) -> None:
+        """Drain and close the connection, cancel what still runs on the loop, stop it."""
         if self._closed:
             return
         self._closed = True
-        if hasattr(self, "nc"):
 
-            async def _close() -> None:
+        async def _shutdown() -> None:
+            if hasattr(self, "nc"):
                 try:
                     await asyncio.wait_for(self.nc.drain(), self.timeout)
                 except Exception:  # a dead server must not block shutdown
+                    log.debug("drain failed; closing the NATS connection", exc_info=True)
+                if not self.nc.is_closed:
                     await self.nc.close()
+            # Calls still in flight (from threads that raced with close) end here, instead
+            # of being destroyed pending when the loop stops.
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
-            # Closing is best effort: the loop stops below whatever happens.
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(_close(), self.loop).result(self.timeout * 2)
+        # Closing is best effort: the loop stops below whatever happens.
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_shutdown(), self.loop).result(self.timeout * 2)
         self._stop_loop()
 
     def _stop_loop(self) -> None:

@@ -83,6 +83,7 @@ class _FactoryMixin:
         if self._factory is not None:
             self._factory.close()
             self._factory = None
+        super().tearDown()  # type: ignore[misc]  # the TestCase's (and its factory's) tearDown
 
 
 @pytest.mark.usefixtures("es_bind")
@@ -138,10 +139,6 @@ class TestFactory(_FactoryMixin, InfrastructureFactoryTestCase[Factory]):
     def setUp(self) -> None:
         self.env = self.factory_env()
         super().setUp()
-
-    def tearDown(self) -> None:
-        super().tearDown()
-        _FactoryMixin.tearDown(self)
 
     def expected_factory_class(self) -> type[Factory]:
         return Factory
