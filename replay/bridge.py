@@ -25,6 +25,10 @@ A dead or silent agent must not take the bridge down with it:
   of paying the timeout on every request;
 * every call, answered or not, is a ``legacy.bridge_call.v1`` event, and breaker changes are
   ``breaker.changed.v1`` events, so the cutover's error rate is in the log.
+
+With ``trace=PATH`` every answered exchange is also appended to a JSONL trace in the shadow
+replay format (:mod:`replay.shadow`): what the legacy agents answered during the cutover can be
+replayed against MVS afterwards.
 """
 
 from __future__ import annotations
@@ -156,6 +160,7 @@ class LegacyBridge:
         half_open_requests: int = 3,
         source_agent: str = BRIDGE_NAME,
         clock: Callable[[], float] = time.monotonic,
+        trace: Path | None = None,
     ) -> None:
         if timeout_s <= 0 or retries < 0:
             raise ValueError("timeout_s must be > 0 and retries >= 0")
@@ -164,6 +169,9 @@ class LegacyBridge:
         self.retries = retries
         self.source_agent = source_agent
         self._emit = emit
+        # Answered exchanges are appended in the shadow-replay trace format (replay.shadow),
+        # so the traffic the legacy side still serves becomes the test of the new side.
+        self._trace = trace.open("a", encoding="utf-8") if trace is not None else None
         self._ctx = zmq.asyncio.Context()
         self._sockets: dict[str, zmq.asyncio.Socket] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -235,6 +243,12 @@ class LegacyBridge:
         breaker.record(True)
         self._record(agent, env, action, reply_ok(reply), started, reply_error(reply),
                      correlation_id)
+        if self._trace is not None:
+            line = {"time": datetime.now(UTC).isoformat(), "agent": agent, "request": env,
+                    "reply": reply,
+                    "latency_ms": round((time.perf_counter() - started) * 1000.0, 3)}
+            self._trace.write(json.dumps(line, default=str) + "\n")
+            self._trace.flush()
         return reply
 
     async def _exchange(self, agent: str, env: dict[str, Any]) -> dict[str, Any]:
@@ -310,6 +324,9 @@ class LegacyBridge:
         )
 
     async def close(self) -> None:
+        if self._trace is not None:
+            self._trace.close()
+            self._trace = None
         for agent in list(self._sockets):
             self._drop(agent)
         self._ctx.term()

@@ -165,6 +165,7 @@ def test_mvs_cutover_step_from_a_trace(
         code = await asyncio.to_thread(main, [
             "cutover", "step", "--flags", "use_mvs_routing", "--steps", "50,100",
             "--requests", "20", "--trace", str(trace), "--json",
+            "--record-trace", str(tmp_path / "recorded.jsonl"),
             "--legacy", f"ServiceRegistry={legacy.address}"])
         assert code == 0
         assert await flags.wait_for("use_mvs_routing", 1.0, timeout=5.0)
@@ -175,6 +176,9 @@ def test_mvs_cutover_step_from_a_trace(
     assert out["ok"] is True
     assert [s["percent"] for s in out["steps"]] == [50, 100]
     assert out["steps"][1]["to_mvs"] == 20
+    # What the legacy agent answered at the 50 % step was recorded for shadow replay.
+    recorded = (tmp_path / "recorded.jsonl").read_text().splitlines()
+    assert len(recorded) == 20 - out["steps"][0]["to_mvs"]
     assert flags["use_mvs_routing"] == 1.0
 
 

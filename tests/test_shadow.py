@@ -206,3 +206,33 @@ def test_legacy_envelopes_are_routed_to_mvs_service_requests() -> None:
         "TranslationService", "translate")
     with pytest.raises(LookupError, match="legacy agent Nobody has no MVS service"):
         route_request("Nobody", {"action": "x"}, mapping)
+
+
+def test_the_bridge_records_a_trace_that_replays_clean_against_the_same_agent(
+    tmp_path: Path,
+) -> None:
+    def handler(env: dict[str, Any]) -> dict[str, Any]:
+        if env.get("action") == "get_emotional_state":
+            return {"status": "success", "emotion": "calm", "intensity": 0.25,
+                    "request_id": env["request_id"]}
+        return {"status": "error", "error": f"unknown action {env.get('action')}"}
+
+    agent = LegacyAgent(handler).start()
+    trace = tmp_path / "recorded.jsonl"
+    try:
+        async def record_then_replay() -> Any:
+            async with LegacyBridge({"EmotionEngine": agent.address}, timeout_s=2.0,
+                                    trace=trace) as bridge:
+                await bridge.call("EmotionEngine", "get_emotional_state", {"session_id": "s"})
+                await bridge.call("EmotionEngine", "dance")
+            async with LegacyBridge({"EmotionEngine": agent.address}, timeout_s=2.0) as bridge:
+                return await run_shadow(trace, LegacyTarget(bridge))
+
+        report = asyncio.run(record_then_replay())
+    finally:
+        agent.close()
+    records = [r for _, r in read_trace(trace)]
+    assert [r.request["action"] for r in records if not isinstance(r, str)] == [
+        "get_emotional_state", "dance"]
+    assert report.ok and report.total == 2
+    assert report.actions["EmotionEngine.get_emotional_state"].comparator == "exact"

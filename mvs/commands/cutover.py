@@ -59,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="legacy startup config(s) to take every agent's port from")
     s.add_argument("--legacy-host", action="append", default=[], metavar="HOST=ADDRESS",
                    help="address of a legacy host (mainpc, pc2; default 127.0.0.1)")
+    s.add_argument("--record-trace", type=Path, default=None, metavar="JSONL",
+                   help="append what the legacy agents answered to a shadow-replay trace")
     s.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
     s.add_argument("--timeout", type=float, default=5.0, help="seconds per request (default 5)")
     s.add_argument("--no-revert", action="store_true",
@@ -90,7 +92,8 @@ async def _run(args: argparse.Namespace, url: str, services: dict[str, str],
     events = EventPublisher(js)
     flags = await FlagStore.open(js, events=events, watch=False)
     try:
-        async with LegacyBridge(endpoints, timeout_s=args.timeout, emit=events.emit) as bridge:
+        async with LegacyBridge(endpoints, timeout_s=args.timeout, emit=events.emit,
+                                trace=args.record_trace) as bridge:
             router = Router(flags, MvsTarget(nc, services, timeout_s=args.timeout),
                             LegacyTarget(bridge) if endpoints else None,
                             service_of=services.get)
