@@ -13,6 +13,11 @@ subject per aggregate; snapshots go to ``MVS_ES_<APP>_SNAPSHOTS``.
   ack never stores twice; the retry recognises its own events and reports success.
 - Notification ids are the stream sequences; ``subscribe`` follows an ordered consumer.
 
+Tracking records (eventsourcing's tracking and process recorders) live in DuckDB, beside
+the projections they position (:mod:`mvs.eventstore_tracking`); a process recorder writes its
+events to JetStream and its position to DuckDB, not in one transaction (see
+:class:`JetStreamProcessRecorder`).
+
 Environment keys (read through eventsourcing's ``Environment``, so ``<APP>_`` prefixed keys
 win): ``MVS_NATS_URL`` (required), ``MVS_ES_TIMEOUT`` (seconds, default 10),
 ``MVS_ES_DUCKDB_PATH`` (tracking records, default ``$MVS_HOME/eventstore/<app>.duckdb``),
@@ -245,9 +250,14 @@ class JetStreamProcessRecorder(JetStreamApplicationRecorder, ProcessRecorder):
 
     The two writes are not one transaction: the tracking position is checked first (an
     already processed notification is refused before any event is written), the events
-    are appended, then the position is recorded. A crash between the last two leaves the
-    events without their position; the notification is then processed again and its
-    events are refused as a conflict unless they are byte-identical (Msg-Id dedup).
+    are appended (atomically, deduplicated by Msg-Id, so a retry after a lost ack stores
+    them once), then the position is recorded. A crash between the last two leaves the
+    events without their position: after a restart the notification is processed again,
+    and a policy that writes the same aggregate versions again gets ``IntegrityError``
+    (eventsourcing's runners stop on it), while one that creates new aggregates with
+    fresh ids stores them a second time. Policies that must be exactly-once derive their
+    aggregate ids from the upstream notification (uuid5), turning the replay into a
+    conflict instead of a duplicate.
     """
 
     def __init__(
