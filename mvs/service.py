@@ -56,27 +56,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.micro import add_service
-from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 from nats.micro.service import EndpointStats
 from nats.micro.service import Service as MicroService
 
 from mvs.breaker import CircuitBreaker
+from mvs.endpoints import Call, EndpointSpec, current_call, endpoint, make_handler
 from mvs.errors import MvsError
 from mvs.logs import get_logger
-from mvs.metrics import SERVICE_REQUEST_SECONDS, SERVICE_REQUESTS, SERVICE_UP
+from mvs.metrics import SERVICE_UP
 from mvs.publisher import EventPublisher
 from mvs.rpc import (
     CORRELATION_HEADER,
@@ -86,11 +85,9 @@ from mvs.rpc import (
     HealthReply,
     Heartbeat,
     ServiceClient,
-    classify_error,
 )
 from streams.events.system import (
     HealthStatus,
-    ServiceCallCompleted,
     ServiceDeregistered,
     ServiceHealth,
     ServiceRegistered,
@@ -117,60 +114,6 @@ __all__ = [
 ]
 
 QUEUE_GROUP = "q"
-
-Req = TypeVar("Req", bound=msgspec.Struct)
-Rep = TypeVar("Rep", bound=msgspec.Struct)
-
-
-@dataclass(frozen=True)
-class Call:
-    """What a handler may want to know about the request it is answering."""
-
-    service: str
-    action: str
-    call_id: str
-    correlation_id: str | None
-    headers: dict[str, str]
-    received_at: float
-
-
-_current: contextvars.ContextVar[Call | None] = contextvars.ContextVar("mvs_call", default=None)
-
-
-def current_call() -> Call | None:
-    """The call being handled by the current task, if any."""
-    return _current.get()
-
-
-@dataclass(frozen=True)
-class _EndpointSpec:
-    action: str
-    request: type[msgspec.Struct]
-    reply: type[msgspec.Struct]
-    record: bool
-    concurrency: int
-    method: str = ""
-
-
-def endpoint(
-    action: str,
-    *,
-    request: type[Req],
-    reply: type[Rep],
-    record: bool = True,
-    concurrency: int = 1,
-) -> Callable[[Callable[[Any, Req], Awaitable[Rep]]], Callable[[Any, Req], Awaitable[Rep]]]:
-    """Mark an ``async def handler(self, req) -> reply`` method as the endpoint ``action``."""
-    if concurrency < 1:
-        raise ValueError("concurrency must be >= 1")
-
-    def mark(fn: Callable[[Any, Req], Awaitable[Rep]]) -> Callable[[Any, Req], Awaitable[Rep]]:
-        fn.__mvs_endpoint__ = _EndpointSpec(  # type: ignore[attr-defined]
-            action, request, reply, record, concurrency, fn.__name__
-        )
-        return fn
-
-    return mark
 
 
 @dataclass(kw_only=True)
@@ -214,7 +157,6 @@ class ServiceContext:
         await self.nc.drain()
 
 
-_json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
 
 
@@ -224,16 +166,16 @@ class Service:
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1.0.0"
     description: ClassVar[str] = ""
-    _endpoints: ClassVar[tuple[_EndpointSpec, ...]] = ()
+    _endpoints: ClassVar[tuple[EndpointSpec, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        specs: dict[str, _EndpointSpec] = {}
+        specs: dict[str, EndpointSpec] = {}
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
                 spec = getattr(value, "__mvs_endpoint__", None)
-                if isinstance(spec, _EndpointSpec):
-                    specs[spec.action] = _EndpointSpec(
+                if isinstance(spec, EndpointSpec):
+                    specs[spec.action] = EndpointSpec(
                         spec.action, spec.request, spec.reply, spec.record, spec.concurrency, attr
                     )
         cls._endpoints = tuple(specs.values())
@@ -304,12 +246,12 @@ class Service:
             queue_group=QUEUE_GROUP,
             stats_handler=self._stats_data,
         )
-        health = _EndpointSpec("health", Empty, HealthReply, False, 1, "_health")
+        health = EndpointSpec("health", Empty, HealthReply, False, 1, "_health")
         for spec in (*self._endpoints, health):
             await self._micro.add_endpoint(
                 name=spec.action,
                 subject=service_subject(self.name, spec.action),
-                handler=self._make_handler(spec),
+                handler=make_handler(self, spec),
             )
         await self.ctx.nc.flush()
         SERVICE_UP.labels(self.name).set(1)
@@ -416,101 +358,3 @@ class Service:
                     )
                 )
             await asyncio.sleep(self.heartbeat_s)
-
-    def _make_handler(self, spec: _EndpointSpec) -> Callable[[Request], Awaitable[None]]:
-        method = getattr(self, spec.method)
-        json_dec = msgspec.json.Decoder(spec.request)
-        mp_dec = msgspec.msgpack.Decoder(spec.request)
-        gate = asyncio.Semaphore(spec.concurrency) if spec.concurrency > 1 else None
-        # label lookups cost microseconds per call: resolve the children once
-        seconds = SERVICE_REQUEST_SECONDS.labels(self.name, spec.action)
-        counted: dict[str, Any] = {}
-
-        async def handle(request: Request) -> None:
-            received = time.perf_counter()
-            data = request.data
-            as_json = not data or data[:1] == b"{"
-            headers = request.headers or {}
-            call = Call(
-                self.name,
-                spec.action,
-                uuid.uuid4().hex,
-                headers.get(CORRELATION_HEADER),
-                dict(headers),
-                time.time(),
-            )
-            token = _current.set(call)
-            outcome, error, code = "ok", None, ""
-            try:
-                try:
-                    req = json_dec.decode(data or b"{}") if as_json else mp_dec.decode(data)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    raise _BadRequest(
-                        f"malformed {spec.request.__name__} request for "
-                        f"{self.name}.{spec.action}: {exc}"
-                    ) from exc
-                reply = await method(req)
-                body = _json.encode(reply) if as_json else _msgpack.encode(reply)
-                await request.respond(body)
-            except Exception as exc:  # every failure becomes an error reply; the service lives on
-                outcome, code, error = classify_error(exc)
-                if code == "500":
-                    self.log.error(
-                        "request failed",
-                        exc_info=exc,
-                        extra={"service": self.name, "action": spec.action},
-                    )
-                self._errors[spec.action] = self._errors.get(spec.action, 0) + 1
-                err = ErrorReply(error=error, code=code, service=self.name, action=spec.action)
-                with contextlib.suppress(Exception):
-                    await request.respond(
-                        _json.encode(err) if as_json else _msgpack.encode(err),
-                        headers={ERROR_HEADER: error[:1024], ERROR_CODE_HEADER: code},
-                    )
-            finally:
-                _current.reset(token)
-            elapsed = time.perf_counter() - received
-            counter = counted.get(outcome)
-            if counter is None:
-                counter = counted[outcome] = SERVICE_REQUESTS.labels(
-                    self.name, spec.action, outcome
-                )
-            counter.inc()
-            seconds.observe(elapsed)
-            if spec.record:
-                self.ctx.events.emit(
-                    ServiceCallCompleted(
-                        service=self.name,
-                        action=spec.action,
-                        call_id=call.call_id,
-                        outcome=outcome,
-                        latency_ms=round(elapsed * 1000.0, 3),
-                        host=self.ctx.host,
-                        error=error,
-                        request_bytes=len(data),
-                        correlation_id=call.correlation_id,
-                        source=self.name,
-                    )
-                )
-
-        if gate is None:
-            return handle
-
-        async def handle_concurrently(request: Request) -> None:
-            await gate.acquire()
-
-            async def run() -> None:
-                try:
-                    await handle(request)
-                finally:
-                    gate.release()
-
-            self.spawn(run(), name=f"{self.name}.{spec.action}")
-
-        return handle_concurrently
-
-
-class _BadRequest(MvsError, ValueError):
-    pass
-
-
