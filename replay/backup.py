@@ -21,6 +21,7 @@ whatever it received after the backup, so it is opt-in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -227,6 +228,8 @@ async def create_backup(
                         raise
                     notes.append(f"{src.name} left out: {exc}; the projections rebuild from "
                                  "the restored event log")
+                    with contextlib.suppress(OSError):
+                        dst.parent.rmdir()  # only if nothing else was copied into it
                     continue
                 files.append(_entry(work, dst, "duckdb", src.name))
         if "streams" in wanted:

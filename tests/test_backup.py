@@ -204,6 +204,7 @@ def test_a_duckdb_file_held_by_a_running_process_is_left_out_and_said_so(tmp_pat
         [note] = result.manifest.notes
         assert note.startswith("mvs.duckdb left out: cannot open")
         assert not result.manifest.of_kind("duckdb")
+        assert not (result.path / "duckdb").exists()
         with pytest.raises(DuckdbBusy, match="stop it with 'mvs down' first"):
             asyncio.run(create_backup(None, home=home, config_dir=config,
                                       parts=("duckdb",), require_duckdb=True))
