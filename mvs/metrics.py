@@ -24,6 +24,8 @@ __all__ = [
     "FLAG_FRACTION",
     "HOST_CPU_PERCENT",
     "HOST_MEMORY_USED_BYTES",
+    "LEGACY_BRIDGE_CALLS",
+    "LEGACY_BRIDGE_SECONDS",
     "SERVICE_REQUESTS",
     "SERVICE_REQUEST_SECONDS",
     "SERVICE_UP",
@@ -88,6 +90,17 @@ WORK_JOBS = Counter(
 )
 CACHE_REQUESTS = Counter(
     "mvs_cache_requests_total", "CacheManager lookups", ["cache_type", "outcome"]
+)
+LEGACY_BRIDGE_CALLS = Counter(
+    "mvs_legacy_bridge_calls_total",
+    "Requests sent to legacy agents over ZeroMQ by the cutover bridge",
+    ["agent", "outcome"],  # outcome: ok | error_reply | timeout | bad_reply | refused
+)
+LEGACY_BRIDGE_SECONDS = Histogram(
+    "mvs_legacy_bridge_seconds",
+    "Time from sending a legacy request to its reply",
+    ["agent"],
+    buckets=_LATENCY_BUCKETS,
 )
 HOST_CPU_PERCENT = Gauge("mvs_host_cpu_percent", "Host CPU use, percent", ["host"])
 HOST_MEMORY_USED_BYTES = Gauge("mvs_host_memory_used_bytes", "Host memory in use", ["host"])

@@ -47,6 +47,7 @@ import zmq.asyncio
 
 from mvs.breaker import CircuitBreaker
 from mvs.errors import CircuitOpen, UpstreamError
+from mvs.metrics import LEGACY_BRIDGE_CALLS, LEGACY_BRIDGE_SECONDS
 from streams.base import Event
 from streams.events.legacy import LegacyBridgeCall
 
@@ -231,6 +232,7 @@ class LegacyBridge:
         try:
             breaker.acquire()
         except CircuitOpen as exc:
+            LEGACY_BRIDGE_CALLS.labels(agent, "refused").inc()
             self._record(agent, env, action, False, started, f"circuit open: {exc}",
                          correlation_id)
             raise
@@ -241,6 +243,8 @@ class LegacyBridge:
             self._record(agent, env, action, False, started, str(exc), correlation_id)
             raise
         breaker.record(True)
+        LEGACY_BRIDGE_SECONDS.labels(agent).observe(time.perf_counter() - started)
+        LEGACY_BRIDGE_CALLS.labels(agent, "ok" if reply_ok(reply) else "error_reply").inc()
         self._record(agent, env, action, reply_ok(reply), started, reply_error(reply),
                      correlation_id)
         if self._trace is not None:
@@ -268,17 +272,20 @@ class LegacyBridge:
                 try:
                     reply = json.loads(raw)
                 except ValueError as exc:
+                    LEGACY_BRIDGE_CALLS.labels(agent, "bad_reply").inc()
                     raise UpstreamError(
                         f"legacy agent {agent} at {address} sent a reply that is not JSON: "
                         f"{raw[:80]!r}"
                     ) from exc
                 if not isinstance(reply, dict):
+                    LEGACY_BRIDGE_CALLS.labels(agent, "bad_reply").inc()
                     raise UpstreamError(
                         f"legacy agent {agent} at {address} sent {type(reply).__name__}, "
                         "not a JSON object"
                     )
                 return reply
         attempts = self.retries + 1
+        LEGACY_BRIDGE_CALLS.labels(agent, "timeout").inc()
         raise UpstreamError(
             f"legacy agent {agent} at {address} did not answer within {self.timeout_s:g} s "
             f"({attempts} attempt{'s' if attempts > 1 else ''})"

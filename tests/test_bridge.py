@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from legacy_agent import LegacyAgent
+from prometheus_client import REGISTRY
 
 from mvs.bus import connect
 from mvs.errors import CircuitOpen, UpstreamError
@@ -182,10 +183,18 @@ def test_every_call_and_breaker_change_is_recorded_as_an_event(nats_url: str) ->
         await nc.close()
         return events
 
+    def count(agent: str, outcome: str) -> float:
+        return REGISTRY.get_sample_value("mvs_legacy_bridge_calls_total",
+                                         {"agent": agent, "outcome": outcome}) or 0.0
+
+    outcomes = [("MemoryOrchestratorService", "ok"), ("MemoryOrchestratorService", "error_reply"),
+                ("EmotionEngine", "timeout"), ("EmotionEngine", "refused")]
+    before = [count(*o) for o in outcomes]
     try:
         events = asyncio.run(go())
     finally:
         good.close()
+    assert [count(*o) - b for o, b in zip(outcomes, before, strict=True)] == [1, 1, 1, 1]
     calls = [e for e in events if isinstance(e, LegacyBridgeCall)]
     assert [(c.agent, c.action, c.ok) for c in calls] == [
         ("MemoryOrchestratorService", "get_memory", True),
