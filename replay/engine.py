@@ -29,7 +29,14 @@ from streams.catalog import encode_event, subject_of
 from streams.definitions import apply_streams
 from streams.events.legacy import LegacyRecordRejected, ReplayCompleted
 
-__all__ = ["Progress", "ReplayOptions", "ReplayStrictError", "SourceResult", "replay"]
+__all__ = [
+    "Progress",
+    "ReplayOptions",
+    "ReplayStrictError",
+    "SourceResult",
+    "in_window",
+    "replay",
+]
 
 MSG_ID = "Nats-Msg-Id"
 
@@ -76,7 +83,7 @@ class SourceResult:
     error: str = ""
 
 
-def _in_window(rec: Record, opts: ReplayOptions) -> bool:
+def in_window(rec: Record, opts: ReplayOptions) -> bool:
     if opts.since is None and opts.until is None:
         return True
     if rec.at is None:
@@ -193,7 +200,7 @@ class _SourceRun:
         index = pos.committed
         for rec in reader.read(src.path, skip=pos.committed):
             index += 1
-            if not _in_window(rec, opts):
+            if not in_window(rec, opts):
                 self.result.outside_window += 1
                 pos.outside_window += 1
             else:

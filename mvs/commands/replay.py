@@ -10,11 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from mvs.bus import NatsEndpoint, connect
 from mvs.errors import ConfigError
 from mvs.settings import Settings
 from replay.engine import Progress, ReplayOptions, SourceResult, replay
 from replay.model import BadValue, to_time
+from replay.verify import VerifyReport, render_report
+from replay.verify_run import run_verification
+from streams.definitions import EVENTS_STREAM
 
 __all__ = ["register"]
 
@@ -37,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="stop at the first rejected record")
     p.add_argument("--batch", type=int, default=4000, help="events per publish batch")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.epilog = "exit status: 0 ok, 1 a source failed, 3 verification found a mismatch"
     p.set_defaults(func=run)
 
 
@@ -115,22 +121,39 @@ def render_summary(results: list[SourceResult]) -> str:
     return "\n".join(lines)
 
 
-async def _main(url: str | None, args: argparse.Namespace, opts: ReplayOptions) -> int:
+async def _main(
+    url: str | None, args: argparse.Namespace, opts: ReplayOptions, settings: Settings
+) -> int:
     progress = _ProgressLine() if sys.stderr.isatty() and not args.json else None
     nc = await connect(url, name="mvs-replay") if url else None
+    verification: VerifyReport | None = None
     try:
-        results = await replay(nc, args.sources, opts, progress=progress)
+        try:
+            results = await replay(nc, args.sources, opts, progress=progress)
+        finally:
+            if progress is not None:
+                sys.stderr.write("\n")
+        if args.verify and nc is not None:
+            info = await nc.jetstream().stream_info(EVENTS_STREAM)
+            verification = await run_verification(
+                nc, settings.duckdb_path, args.sources, opts, int(info.state.last_seq)
+            )
     finally:
-        if progress is not None:
-            sys.stderr.write("\n")
         if nc is not None:
             await nc.close()
     report: dict[str, Any] = {"sources": [_as_dict(r) for r in results]}
+    if verification is not None:
+        report["verification"] = msgspec.to_builtins(verification)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(render_summary(results))
-    return 1 if any(r.status == "failed" for r in results) else 0
+        if verification is not None:
+            print()
+            print(render_report(verification))
+    if any(r.status == "failed" for r in results):
+        return 1
+    return 3 if verification is not None and not verification.ok else 0
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -139,6 +162,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         until=_time_arg(args.until, "until"), strict=args.strict, batch=max(args.batch, 1),
     )
     if args.dry_run:
-        return asyncio.run(_main(None, args, opts))
+        if args.verify:
+            raise ConfigError("--verify compares what was published: drop --dry-run")
+        return asyncio.run(_main(None, args, opts, settings))
     with NatsEndpoint(settings) as endpoint:
-        return asyncio.run(_main(endpoint.url, args, opts))
+        return asyncio.run(_main(endpoint.url, args, opts, settings))

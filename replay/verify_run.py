@@ -1,0 +1,90 @@
+"""Running ``--verify``: wait for the projections, then compare, or fall back to the log.
+
+If no other process owns the DuckDB file, the projections are run here (a
+:class:`projections.host.ProjectionHost` without its query service) until they have folded
+the replayed events, and the comparison reads their tables. If another process owns the file
+(the system is up), DuckDB cannot be opened a second time: the event log itself is folded
+instead, and the report says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import nats.errors
+from nats.aio.client import Client
+
+from mvs.errors import MvsError, ProjectionError
+from replay.engine import ReplayOptions
+from replay.verify import VerifyReport, fold_event_log, load_expected, projection_views, verify
+
+__all__ = ["run_verification"]
+
+
+async def _wait(host: Any, seq: int, timeout: float) -> None:
+    """``host.wait_for`` in short steps, giving up as soon as a projection task has died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await host.wait_for(seq, timeout=1.0)
+            return
+        except ProjectionError:
+            if time.monotonic() > deadline:
+                raise
+        tasks: dict[str, asyncio.Task[None]] = getattr(host, "_tasks", {})
+        for name, task in tasks.items():
+            if task.done():
+                exc = task.exception() if not task.cancelled() else None
+                raise ProjectionError(
+                    f"projection {name} stopped ({type(exc).__name__ if exc else 'cancelled'})"
+                )
+
+
+async def run_verification(
+    nc: Client, duckdb_path: Path, sources: list[Path], opts: ReplayOptions, last_seq: int,
+    *, timeout: float = 600.0,
+) -> VerifyReport:
+    from projections.host import ProjectionHost
+    from projections.query import running_host
+
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    owner = running_host(duckdb_path)
+    if owner is None:
+        try:
+            async with ProjectionHost(nc, duckdb_path, serve=False) as host:
+                await _wait(host, last_seq, timeout)
+                t1 = time.perf_counter()
+                assert host.db is not None
+                con = host.db.cursor()
+                try:
+                    entities, findings = load_expected(con, sources, opts)
+                    projection_views(con, entities)
+                    notes.append(f"projections caught up to seq {last_seq} in {t1 - t0:.1f}s")
+                    report = verify(con, entities, findings, against="projections",
+                                    notes=notes)
+                finally:
+                    con.close()
+                notes.append(f"compared in {time.perf_counter() - t1:.1f}s")
+                return report
+        except (MvsError, duckdb.Error, TimeoutError, nats.errors.Error) as exc:
+            # The projections failing is their bug to fix; the replay can still be verified.
+            reason = str(exc) or type(exc).__name__
+            notes.append(f"projections unavailable ({reason}); verified against the event log")
+    else:
+        notes.append(
+            f"the projections are owned by a running process ({owner}); verified against "
+            "the event log instead"
+        )
+    con = duckdb.connect(":memory:")
+    try:
+        entities, findings = load_expected(con, sources, opts)
+        n = await fold_event_log(nc.jetstream(timeout=30.0), con, entities)
+        notes.append(f"read {n} events back from the log")
+        return verify(con, entities, findings, against="the event log", notes=notes)
+    finally:
+        con.close()
