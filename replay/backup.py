@@ -337,6 +337,17 @@ def _move_aside(paths: list[Path], aside: Path, base: Path) -> None:
             shutil.move(str(p), str(target))
 
 
+def _check_free(path: Path) -> None:
+    """Raise :class:`DuckdbBusy` if another process holds the DuckDB file at ``path``."""
+    if not path.exists():
+        return
+    try:
+        duckdb.connect(str(path)).close()
+    except duckdb.Error as exc:
+        raise DuckdbBusy(f"cannot replace {path}: another process holds it (stop the system "
+                         f"with 'mvs down' first): {exc}") from exc
+
+
 def _install(src: Path, dst: Path) -> None:
     """Copy ``src`` over ``dst`` atomically (temp file in the same folder, then rename)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -354,9 +365,16 @@ async def restore_backup(
     parts: Iterable[Part] = ALL_PARTS,
     replace_streams: bool = False,
 ) -> RestoreReport:
-    """Verify the backup at ``src``, then restore the chosen ``parts`` of it."""
+    """Verify the backup at ``src``, then restore the chosen ``parts`` of it.
+
+    Nothing changes unless the backup verifies and no other process holds a DuckDB file that
+    would be replaced (a running system: stop it with ``mvs down`` first).
+    """
     manifest = verify_backup(src)
     wanted = [p for p in dict.fromkeys(parts) if p in manifest.parts]
+    if "duckdb" in wanted:
+        for e in manifest.of_kind("duckdb"):
+            _check_free(home / e.origin)
     report = RestoreReport(backup=src)
     aside = _fresh_dir(home / "backups", f"pre-restore-{_stamp(time.time())}")
     if "config" in wanted:

@@ -28,7 +28,7 @@ from streams.definitions import apply_streams
 
 def _make_home(tmp_path: Path) -> tuple[Path, Path]:
     home, config = tmp_path / "home", tmp_path / "config"
-    home.mkdir()
+    home.mkdir(parents=True)
     (config / "maps").mkdir(parents=True)
     (config / "mvs_startup_config.yaml").write_text("feature_flags:\n  use_mvs_routing: 0.1\n")
     (config / "maps" / "legacy_agents.yaml").write_text("EmotionEngine: emotion\n")
@@ -189,6 +189,14 @@ def test_mvs_backup_and_restore_commands(
     assert "duckdb/mvs.duckdb is corrupted" in capsys.readouterr().err
 
 
+def _backup_with_duckdb(tmp_path: Path, home: Path, config: Path) -> Path:
+    """A backup with a DuckDB file and an older config, made on another home."""
+    other_home, other_config = _make_home(tmp_path / "other")
+    made = asyncio.run(create_backup(None, home=other_home, config_dir=other_config,
+                                     parts=("config", "duckdb")))
+    return made.path
+
+
 def test_a_duckdb_file_held_by_a_running_process_is_left_out_and_said_so(tmp_path: Path) -> None:
     home, config = _make_home(tmp_path)
     holder = subprocess.Popen(
@@ -208,6 +216,12 @@ def test_a_duckdb_file_held_by_a_running_process_is_left_out_and_said_so(tmp_pat
         with pytest.raises(DuckdbBusy, match="stop it with 'mvs down' first"):
             asyncio.run(create_backup(None, home=home, config_dir=config,
                                       parts=("duckdb",), require_duckdb=True))
+        # Restoring over a file another process holds is refused before anything changes.
+        (config / "mvs_startup_config.yaml").write_text("changed: true\n")
+        with_db = _backup_with_duckdb(tmp_path, home, config)
+        with pytest.raises(DuckdbBusy, match="another process holds it"):
+            asyncio.run(restore_backup(None, with_db, home=home, config_dir=config))
+        assert (config / "mvs_startup_config.yaml").read_text() == "changed: true\n"
     finally:
         holder.kill()
         holder.wait()
