@@ -6,7 +6,8 @@
 1. connects to NATS and opens the process's shared :class:`~mvs.publisher.EventPublisher`
    and :class:`~mvs.flags.FlagStore` (flags seeded from the config);
 2. starts the group's services in dependency order; before starting a service whose
-   dependency runs in *another* process, it waits (up to that service's
+   dependency runs in *another* process started by the same supervisor (``--scope``: a
+   dependency on the other host is that host's business), it waits (up to that service's
    ``health.startup_timeout_s``) for the dependency to answer ``health``, so start order
    holds across processes too (a dependency that never shows up is logged and the service
    starts anyway, degraded, rather than blocking the system);
@@ -64,7 +65,15 @@ def load_service_class(name: str, module_ref: str) -> type[Service]:
 class ProcessRunner:
     """Starts and stops the services of one process group (usable in-process by tests)."""
 
-    def __init__(self, config: MvsConfig, settings: Settings, *, process: str, url: str) -> None:
+    def __init__(
+        self,
+        config: MvsConfig,
+        settings: Settings,
+        *,
+        process: str,
+        url: str,
+        scope: str = "all",
+    ) -> None:
         if process not in config.processes:
             raise ConfigError(
                 f"unknown process group {process!r}; known: {', '.join(config.processes)}"
@@ -74,6 +83,8 @@ class ProcessRunner:
         self.process = process
         self.host = config.processes[process].host
         self.url = url
+        # the hosts the same supervisor starts: only their services are worth waiting for
+        self.scope = scope
         self.ctx: ServiceContext | None = None
         self.services: list[Service] = []
         self._sub: Any = None
@@ -125,10 +136,13 @@ class ProcessRunner:
     async def _wait_for_remote_dependencies(self, name: str) -> None:
         assert self.ctx is not None
         spec = self.config.services[name]
+        services = self.config.services
         remote = [
             d
             for d in spec.dependencies
-            if self.config.services[d].enabled and self.config.services[d].process != self.process
+            if services[d].enabled
+            and services[d].process != self.process
+            and self.scope in ("all", services[d].host)
         ]
         if not remote:
             return
@@ -180,6 +194,8 @@ async def _serve(runner: ProcessRunner) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mvs.runner")
     parser.add_argument("--process", required=True, help="process group from the config")
+    parser.add_argument("--scope", default="all", choices=("all", "mainpc", "pc2"),
+                        help="hosts started by the same supervisor (dependencies waited for)")
     args = parser.parse_args(argv)
     settings = load_settings()
     configure_logging()
@@ -189,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(level)
         if not settings.nats_url:
             raise ConfigError("the service runner needs MVS_NATS_URL (the supervisor sets it)")
-        runner = ProcessRunner(config, settings, process=args.process, url=settings.nats_url)
+        runner = ProcessRunner(
+            config, settings, process=args.process, url=settings.nats_url, scope=args.scope
+        )
         asyncio.run(_serve(runner))
     except MvsError as exc:
         log.error("process failed", extra={"group": args.process, "error": str(exc)})

@@ -221,7 +221,7 @@ class Supervisor:
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{group}.log", "ab") as out:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mvs.runner", "--process", group,
+                sys.executable, "-m", "mvs.runner", "--process", group, "--scope", self.host,
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
                 env=self._child_env(),
             )
