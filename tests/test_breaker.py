@@ -133,3 +133,47 @@ def test_excluded_errors_do_not_count() -> None:
         assert b.state == "closed" and b.failures == 0
 
     asyncio.run(main())
+
+
+def test_a_services_breaker_records_changes_as_events_and_degrades_health(nats_url: str) -> None:
+    from mvs.rpc import Empty
+    from mvs.service import Service, ServiceClient, ServiceContext, endpoint
+    from streams.catalog import decode_event
+    from streams.definitions import apply_streams
+
+    class Caller(Service):
+        name = "Caller"
+
+        @endpoint("go", request=Empty, reply=Empty)
+        async def go(self, req: Empty) -> Empty:
+            await self.breaker("flaky_api").call(_fail)
+            return Empty()
+
+    async def main() -> None:
+        ctx = await ServiceContext.connect(nats_url)
+        await apply_streams(ctx.js)
+        svc = Caller(ctx)
+        await svc.start()
+        try:
+            client = ServiceClient(ctx.nc)
+            codes = []
+            for _ in range(6):
+                try:
+                    await client.call("Caller", "go", Empty(), Empty)
+                except Exception as exc:
+                    codes.append(getattr(exc, "code", "?"))
+            assert codes == ["500"] * 5 + ["503"]  # the sixth is refused by the open breaker
+            health = await svc.health()
+            assert health.status == "degraded" and health.breakers == {"flaky_api": "open"}
+            await ctx.events.flush()
+            sub = await ctx.js.subscribe("mvs.evt.breaker.>", ordered_consumer=True)
+            event = decode_event((await sub.next_msg(timeout=2)).data)
+            assert isinstance(event, BreakerStateChanged)
+            assert (event.service, event.dependency, event.to_state, event.failures) == (
+                "Caller", "flaky_api", "open", 5
+            )
+        finally:
+            await svc.stop()
+            await ctx.close()
+
+    asyncio.run(main())
