@@ -1,9 +1,11 @@
 """An eventsourcing persistence module on NATS JetStream.
 
 Select it with ``PERSISTENCE_MODULE=mvs.eventstore`` and ``MVS_NATS_URL=nats://...`` in an
-application's environment. Each application gets a stream ``MVS_ES_<APP>`` (created
+application's environment. Each application gets a stream ``MVS_ES_<app>`` (created
 idempotently, deletes and purges denied, atomic publish and direct get allowed) with one
-subject per aggregate; snapshots go to ``MVS_ES_<APP>_SNAPSHOTS``.
+subject per aggregate (``mvs.es.<app>.events.u.<uuid>``); snapshots go to
+``MVS_ES_<app>_snapshots``. Names keep the application's case; other characters than
+letters, digits and ``_`` become ``_`` plus a short hash of the name.
 
 - An append of several events is one JetStream atomic batch: all stored or none.
 - Each subject's first message in an append carries ``Nats-Expected-Last-Subject-Sequence``,
@@ -20,7 +22,8 @@ events to JetStream and its position to DuckDB, not in one transaction (see
 
 Environment keys (read through eventsourcing's ``Environment``, so ``<APP>_`` prefixed keys
 win): ``MVS_NATS_URL`` (required), ``MVS_ES_TIMEOUT`` (seconds, default 10),
-``MVS_ES_DUCKDB_PATH`` (tracking records, default ``$MVS_HOME/eventstore/<app>.duckdb``),
+``MVS_ES_DUCKDB_PATH`` (tracking records, default
+``$MVS_HOME/eventstore/MVS_ES_<app>.duckdb``),
 ``CREATE_TABLE`` (``no`` skips creating streams and tables). See ``docs/durability.md``.
 """
 

@@ -55,7 +55,7 @@ def _slug(name: str) -> str:
 class StoreNames:
     """Where one application's recorder of one purpose keeps its events.
 
-    Stream ``MVS_ES_<APP>`` (``events``) or ``MVS_ES_<APP>_<PURPOSE>`` (e.g. snapshots), with
+    Stream ``MVS_ES_<app>`` (``events``) or ``MVS_ES_<app>_<purpose>`` (e.g. snapshots), with
     subjects ``mvs.es.<app>.<purpose>.u.<uuid>`` or ``...<purpose>.s.<escaped str id>``: one
     subject per aggregate. Each purpose gets its own stream so that notification ids (stream
     sequences) of the events stream are not interleaved with snapshots.
@@ -66,12 +66,13 @@ class StoreNames:
 
     @property
     def stream(self) -> str:
-        base = f"MVS_ES_{_slug(self.app).upper()}"
-        return base if self.purpose == "events" else f"{base}_{_slug(self.purpose).upper()}"
+        # Names keep their case: "Foo" and "foo" are two applications, two streams.
+        base = f"MVS_ES_{_slug(self.app)}"
+        return base if self.purpose == "events" else f"{base}_{_slug(self.purpose)}"
 
     @property
     def prefix(self) -> str:
-        return f"mvs.es.{_slug(self.app).lower()}.{_slug(self.purpose).lower()}"
+        return f"mvs.es.{_slug(self.app)}.{_slug(self.purpose)}"
 
     @property
     def wildcard(self) -> str:

@@ -308,3 +308,13 @@ def test_long_and_odd_string_ids_come_back_from_notifications(runtime: NatsRunti
     assert recorder.select_events(long_id)[0].state == b"1"
     with pytest.raises(DataError):
         recorder.insert_events([StoredEvent(long_id + "\n", 1, "t", b"")])
+
+
+def test_application_names_map_to_distinct_valid_streams_and_subjects() -> None:
+    names = [StoreNames(app) for app in ("Foo", "foo", "my app.v2", "my_app_v2")]
+    assert [n.stream for n in names][:2] == ["MVS_ES_Foo", "MVS_ES_foo"]
+    assert len({n.stream for n in names}) == len({n.prefix for n in names}) == 4
+    for n in names:
+        assert not set(" .*>") & set(n.stream)
+        assert n.wildcard == f"{n.prefix}.>" and " " not in n.prefix
+    assert StoreNames("Foo", "snapshots").stream == "MVS_ES_Foo_snapshots"
