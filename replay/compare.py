@@ -7,7 +7,8 @@ the target). Three comparators:
   class must match and every field the legacy reply had must be in the MVS reply with an equal
   value (floats within a relative 1e-9), recursively. Fields MVS adds are allowed; volatile
   fields (request ids, timestamps of the exchange, timings) and per-action ``ignore`` fields
-  are skipped; in a successful reply the human ``message`` text is skipped too.
+  are skipped, and so is the human ``message`` text. An error matches an error: the two
+  systems word their error texts differently.
 * :class:`Tolerant` for model output (LLM answers, translations): same status class, the text
   fields non-empty on both sides, and optionally a minimum similarity of the texts
   (``difflib`` ratio, 0..1).
@@ -75,11 +76,10 @@ class Exact:
 
     def compare(self, expected: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
         diffs = _status_diff(expected, actual)
-        if diffs:
+        if diffs or status_class(expected) == "error":
+            # Two systems word their errors differently: an error matches an error.
             return diffs
-        skip = VOLATILE | self.ignore | {"status"}
-        if status_class(expected) == "ok":
-            skip = skip | {"message"}
+        skip = VOLATILE | self.ignore | {"status", "message"}
         out: list[str] = []
         for key, want in expected.items():
             if key in skip:
