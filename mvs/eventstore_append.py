@@ -35,7 +35,9 @@ __all__ = ["Appender"]
 
 _MAX_ATTEMPTS = 5
 _CACHE_SIZE = 100_000
-_LOST_ACK = (asyncio.TimeoutError, TimeoutError, nats.errors.ConnectionClosedError)
+# No ack within the timeout: the append may or may not be stored (a closed connection, by
+# contrast, never sent it and is reported at once).
+_LOST_ACK = (asyncio.TimeoutError, TimeoutError, nats.errors.TimeoutError)
 
 # The last (version, stream sequence) of a subject; version None: the subject is empty.
 _Last = tuple[int | None, int]

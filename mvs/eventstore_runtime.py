@@ -183,29 +183,33 @@ class NatsRuntime:
         self._closed = True
 
         async def _shutdown() -> None:
-            if hasattr(self, "nc"):
+            if not hasattr(self, "nc"):
+                return
+            if self.nc.is_connected:
                 try:
                     await asyncio.wait_for(self.nc.drain(), self.timeout)
                 except Exception:  # a dead server must not block shutdown
                     log.debug("drain failed; closing the NATS connection", exc_info=True)
-                if not self.nc.is_closed:
-                    await self.nc.close()
-            # Calls still in flight (from threads that raced with close) end here, instead
-            # of being destroyed pending when the loop stops.
-            current = asyncio.current_task()
-            pending = [t for t in asyncio.all_tasks() if t is not current]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            if not self.nc.is_closed:
+                await self.nc.close()
 
         # Closing is best effort: the loop stops below whatever happens.
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(_shutdown(), self.loop).result(self.timeout * 2)
+            future = asyncio.run_coroutine_threadsafe(_shutdown(), self.loop)
+            future.result(self.timeout * 2 + 5)
         self._stop_loop()
 
     def _stop_loop(self) -> None:
         self._closed = True
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=self.timeout)
-        if not self._thread.is_alive():
-            self.loop.close()
+        if self._thread.is_alive():
+            return  # a call is stuck in the loop; the daemon thread ends with the process
+        # The loop thread has ended: finish what is still pending (calls from threads that
+        # raced with close, nats-py's internal tasks) here, as asyncio.run does.
+        pending = asyncio.all_tasks(self.loop)
+        for task in pending:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.close()

@@ -18,7 +18,7 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.persistence import DataError, IntegrityError, StoredEvent
+from eventsourcing.persistence import DataError, IntegrityError, OperationalError, StoredEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -318,3 +318,23 @@ def test_application_names_map_to_distinct_valid_streams_and_subjects() -> None:
         assert not set(" .*>") & set(n.stream)
         assert n.wildcard == f"{n.prefix}.>" and " " not in n.prefix
     assert StoreNames("Foo", "snapshots").stream == "MVS_ES_Foo_snapshots"
+
+
+def test_a_recorder_whose_server_is_gone_raises_operational_error(tmp_path: Any) -> None:
+    server = NatsServer(store_dir=tmp_path / "nats", port=0)
+    env = {"MVS_NATS_URL": server.start(), "MVS_ES_TIMEOUT": "1"}
+    factory = Factory(env)
+    try:
+        recorder = factory.application_recorder()
+        oid = uuid4()
+        recorder.insert_events([StoredEvent(oid, 1, "t", b"")])
+        server.stop()
+        with pytest.raises(OperationalError):
+            recorder.insert_events([StoredEvent(oid, 2, "t", b"")])
+        with pytest.raises(OperationalError):
+            recorder.select_events(oid)
+    finally:
+        factory.close()
+        server.stop()
+    with pytest.raises(OperationalError, match="closed"):
+        recorder.select_events(oid)
