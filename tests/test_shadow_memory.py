@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ memory_service = pytest.importorskip("mvs.services.memory")
 STATUS_SUBJECT = "mvs.svc.projections.status"
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "mvs_startup_config.yaml"
 
-LEGACY = {
+LEGACY: dict[str, dict[str, Any]] = {
     "mem-0b6c2a4e-1": {"memory_id": "mem-0b6c2a4e-1", "content": "User prefers green tea",
                        "memory_type": "general", "tier": "medium", "importance": 0.7,
                        "tags": ["preferences"], "created_at": 1750268000.0},
