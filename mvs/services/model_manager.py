@@ -84,6 +84,7 @@ class ModelManagerSuite(Service):
         self.pool = ModelPool(
             specs, config=pool_cfg, emit=self._emit, host=ctx.host, source=self.name
         )
+        ctx.extras["model_pool"] = self.pool  # STT/TTS/translation of this process share it
 
     async def _emit(self, event: Event) -> None:
         self.ctx.events.emit(event)
