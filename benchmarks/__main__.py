@@ -9,10 +9,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import pkgutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+
+def _run_main(main: Callable[..., object], name: str, argv: list[str]) -> int:
+    """Call ``main(argv)``, or ``main()`` with ``sys.argv`` set for one that parses it."""
+    if inspect.signature(main).parameters:
+        code = main(argv)
+    else:
+        saved = sys.argv
+        sys.argv = [name, *argv]
+        try:
+            code = main()
+        finally:
+            sys.argv = saved
+    return code if isinstance(code, int) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"=== {name} ===", flush=True)
         start = time.perf_counter()
-        module = importlib.import_module(f"benchmarks.{name}")
-        code = module.main([] if args.full else ["--quick"])
+        argv_for = [] if args.full else ["--quick"]
+        try:
+            code = _run_main(importlib.import_module(f"benchmarks.{name}").main, name, argv_for)
+        except Exception as exc:  # one broken benchmark must not hide the others' figures
+            print(f"{name} failed: {type(exc).__name__}: {exc}")
+            code = 1
         print(f"=== {name}: exit {code} in {time.perf_counter() - start:.1f}s ===\n", flush=True)
         if code:
             failed.append(name)
