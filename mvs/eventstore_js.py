@@ -18,7 +18,9 @@ Facts checked against nats-server 2.15.1 (see ``tests/test_eventstore_js.py``):
   rejected whole (err 10201), so a retried batch never stores twice;
 - for a single publish the expected-sequence check comes before deduplication: a retry with
   the same Msg-Id and a stale expected sequence is rejected (10071), one with a matching
-  expected sequence gets a duplicate ack.
+  expected sequence gets a duplicate ack;
+- the server fsyncs when it commits an atomic batch, whatever ``sync_interval`` says, so a
+  batch costs a few milliseconds on a disk however small it is (``docs/durability.md``).
 """
 
 from __future__ import annotations
