@@ -269,6 +269,9 @@ class LegacyBridge:
                     # A REQ socket that got no reply cannot send again: drop it, make anew.
                     self._drop(agent)
                     continue
+                except asyncio.CancelledError:
+                    self._drop(agent)  # the caller gave up mid-exchange: same stuck socket
+                    raise
                 try:
                     reply = json.loads(raw)
                 except ValueError as exc:

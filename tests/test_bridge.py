@@ -219,3 +219,17 @@ def test_endpoints_come_from_the_real_legacy_startup_configs(legacy_samples: Pat
     assert endpoints["RequestCoordinator"] == "tcp://127.0.0.1:26002"
     assert endpoints["TranslationService"] == "tcp://127.0.0.1:5595"
     assert endpoints["EmotionEngine"] == "tcp://127.0.0.1:5590"
+
+
+def test_a_call_cancelled_mid_exchange_leaves_the_bridge_usable(agent: LegacyAgent) -> None:
+    async def go() -> dict[str, Any]:
+        async with LegacyBridge({"EmotionEngine": agent.address}, timeout_s=5.0,
+                                retries=0) as bridge:
+            agent.silent.set()
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(bridge.call("EmotionEngine", "get_emotional_state"), 0.2)
+            agent.silent.clear()
+            await asyncio.to_thread(agent.awake.wait, 5)
+            return await bridge.call("EmotionEngine", "get_emotional_state")
+
+    assert asyncio.run(go())["status"] == "success"
