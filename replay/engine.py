@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +22,13 @@ from nats.js import JetStreamContext
 
 from mvs.errors import LegacyFormatError, MvsError
 from replay.detect import Source, discover
-from replay.model import Record, event_id
+from replay.model import Reader, Record, event_id
 from replay.publisher import PipelinedPublisher
 from replay.tracking import Position, Tracker, file_sha256, ids_after, tracking_key
+from replay.worker import WireRecord, start_producer, to_wire
 from streams.catalog import encode_event, subject_of
 from streams.definitions import apply_streams
-from streams.events.legacy import LegacyRecordRejected, ReplayCompleted
+from streams.events.legacy import ReplayCompleted
 
 __all__ = [
     "Progress",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 MSG_ID = "Nats-Msg-Id"
+PARALLEL_MIN = 20_000  # records; below this, starting a process costs more than it saves
 
 
 class ReplayStrictError(MvsError, ValueError):
@@ -53,6 +55,7 @@ class ReplayOptions:
     until: float | None = None
     strict: bool = False
     batch: int = 4000
+    parallel: bool = True  # read large sources in a child process (see replay.worker)
 
 
 @dataclass
@@ -83,7 +86,7 @@ class SourceResult:
     error: str = ""
 
 
-def in_window(rec: Record, opts: ReplayOptions) -> bool:
+def in_window(rec: Record | WireRecord, opts: ReplayOptions) -> bool:
     if opts.since is None and opts.until is None:
         return True
     if rec.at is None:
@@ -101,7 +104,7 @@ def _total(source: Source) -> int | None:
 class _Batch:
     def __init__(self, pub: PipelinedPublisher) -> None:
         self.acks = pub.new_batch()
-        self.records: list[Record] = []
+        self.records: list[WireRecord] = []
         self.end = 0  # position after the batch's last record
 
 
@@ -143,7 +146,7 @@ class _SourceRun:
             res.status = "dry run"
             total = _total(src)
             for i, rec in enumerate(src.reader.read(src.path)):
-                self._account(rec)
+                self._account(to_wire(rec))
                 for ev in rec.events:
                     encode_event(ev)  # the codec must accept what would be published
                     res.events_written += 1
@@ -171,7 +174,7 @@ class _SourceRun:
         await self._completed(key, pos)
         await self.tracker.put(key, pos)
 
-    def _account(self, rec: Record) -> None:
+    def _account(self, rec: WireRecord) -> None:
         res = self.result
         res.records_read += 1
         res.entities[rec.entity] += 1
@@ -179,17 +182,37 @@ class _SourceRun:
             res.findings[f] += 1
         if rec.rejected:
             res.rejected += 1
-            ev = rec.events[0]
-            if isinstance(ev, LegacyRecordRejected):
-                res.reasons[_reason_class(ev.reason)] += 1
+            res.reasons[_reason_class(rec.reason)] += 1
             if self.opts.strict:
-                loc = ev.location if isinstance(ev, LegacyRecordRejected) else "?"
-                raise ReplayStrictError(f"--strict: {loc}: rejected: {ev}")
+                raise ReplayStrictError(f"--strict: {rec.location}: rejected: {rec.reason}")
 
     def _tick(self, done: int, total: int | None) -> None:
         if self.progress is not None and (done % 2000 == 0 or done == total):
             self.progress(Progress(self.source.path, self.source.format, done, total,
                                    time.monotonic()))
+
+    async def _records(
+        self, reader: Reader, skip: int, total: int | None
+    ) -> AsyncIterator[WireRecord]:
+        """The source's records from ``skip`` on; a large one is read by a child process."""
+        if not self.opts.parallel or total is None or total - skip < PARALLEL_MIN:
+            for rec in reader.read(self.source.path, skip=skip):
+                yield to_wire(rec)
+            return
+        proc, queue = start_producer(reader.format, self.source.path, skip)
+        try:
+            while True:
+                chunk = await asyncio.to_thread(queue.get)
+                if chunk is None:
+                    return
+                if isinstance(chunk, str):
+                    raise LegacyFormatError(f"{self.source.path}: reader failed: {chunk}")
+                for rec in chunk:
+                    yield rec
+        finally:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join(timeout=5)
 
     async def _publish_all(self, key: str, pos: Position) -> None:
         pub, src, opts, reader = self.pub, self.source, self.opts, self.source.reader
@@ -198,19 +221,19 @@ class _SourceRun:
         inflight: list[_Batch] = []
         batch = _Batch(pub)
         index = pos.committed
-        for rec in reader.read(src.path, skip=pos.committed):
+        async for rec in self._records(reader, pos.committed, total):
             index += 1
             if not in_window(rec, opts):
                 self.result.outside_window += 1
                 pos.outside_window += 1
             else:
                 self._account(rec)
-                for ev in rec.events:
-                    if index <= self.uncertain_end and ev.event_id in self.known_ids:
+                for subject, payload, eid in rec.events:
+                    if index <= self.uncertain_end and eid in self.known_ids:
                         self.result.duplicates += 1
                         pos.duplicates += 1
                         continue
-                    await pub.publish(batch.acks, subject_of(ev), encode_event(ev), ev.event_id)
+                    await pub.publish(batch.acks, subject, payload, eid)
                 batch.records.append(rec)
             batch.end = index
             if batch.acks.sent >= opts.batch or len(batch.records) >= opts.batch:
@@ -238,10 +261,8 @@ class _SourceRun:
             pos.records_read += 1
             if rec.rejected:
                 pos.rejected += 1
-                ev = rec.events[0]
-                if isinstance(ev, LegacyRecordRejected):
-                    cls = _reason_class(ev.reason)
-                    pos.reasons[cls] = pos.reasons.get(cls, 0) + 1
+                cls = _reason_class(rec.reason)
+                pos.reasons[cls] = pos.reasons.get(cls, 0) + 1
         pos.committed = max(pos.committed, batch.end)
         pos.stream_seq = max(pos.stream_seq, res.last_seq)
         await self.tracker.put(key, pos)
