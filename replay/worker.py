@@ -63,7 +63,9 @@ def produce(fmt: str, path: str, skip: int, queue: Queue[Any]) -> None:
                 return
             except queue_mod.Full:
                 if os.getppid() != parent:
-                    raise SystemExit(0) from None
+                    # Nobody reads the pipe any more: leave without flushing it.
+                    queue.cancel_join_thread()
+                    os._exit(0)
 
     try:
         reader = reader_for_format(fmt)
