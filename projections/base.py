@@ -328,6 +328,6 @@ def checksum(con: duckdb.DuckDBPyConnection, table: str) -> tuple[int, int]:
     """(row count, order-independent sum of row hashes) of ``table``."""
     row = con.execute(
         f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0) FROM {table} AS t"
-    ).fetchone()
+    ).fetchall()[0]
     assert row is not None
     return int(row[0]), int(row[1])

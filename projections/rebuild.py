@@ -51,7 +51,7 @@ def projection_checksums(
         "SELECT count(*), coalesce(sum(hash(seq, subject, reason, raw)::HUGEINT), 0) "
         "FROM dead_letters WHERE projection = ?",
         [proj.position_name],
-    ).fetchone()
+    ).fetchall()[0]
     assert row is not None
     out["dead_letters"] = (int(row[0]), int(row[1]))
     return out

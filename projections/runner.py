@@ -100,10 +100,10 @@ class ProjectionRunner:
         self.reload()
 
     def reload(self) -> None:
-        row = self.con.execute(
+        rows = self.con.execute(
             "SELECT last_seq FROM projection_positions WHERE projection = ?", [self.name]
-        ).fetchone()
-        self.last_seq = int(row[0]) if row else 0
+        ).fetchall()
+        self.last_seq = int(rows[0][0]) if rows else 0
         self.applied = set()
         if self.projection.dedup:
             ids = self.con.sql(
@@ -142,7 +142,7 @@ class ProjectionRunner:
         assert self._psub is not None, "subscribe() first"
         try:
             return await self._psub.fetch(self.batch, timeout=timeout)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
             return []
 
     @staticmethod
