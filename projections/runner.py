@@ -142,7 +142,7 @@ class ProjectionRunner:
         assert self._psub is not None, "subscribe() first"
         try:
             return await self._psub.fetch(self.batch, timeout=timeout)
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.TimeoutError):
             return []
 
     @staticmethod

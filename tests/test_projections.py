@@ -7,16 +7,17 @@ here, whatever the batch boundaries, restarts, redeliveries and duplicates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msgspec import UNSET
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from mvs.bus import connect, jetstream
 from projections.registry import projection
@@ -258,10 +259,8 @@ def db_twin(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 
 async def reset_stream(js: JetStreamContext) -> None:
-    try:
+    with contextlib.suppress(NotFoundError):  # the first example has nothing to delete
         await js.delete_stream(EVENTS_STREAM)
-    except Exception:  # first example: nothing to delete
-        pass
     await apply_streams(js)
 
 
