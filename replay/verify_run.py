@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import msgspec
 import nats.errors
 from nats.aio.client import Client
 
@@ -22,7 +23,7 @@ from mvs.errors import MvsError, ProjectionError
 from replay.engine import ReplayOptions
 from replay.verify import VerifyReport, fold_event_log, load_expected, projection_views, verify
 
-__all__ = ["run_verification"]
+__all__ = ["run_verification", "wait_for_running_projections"]
 
 
 async def _wait(host: Any, seq: int, timeout: float) -> None:
@@ -88,3 +89,25 @@ async def run_verification(
         return verify(con, entities, findings, against="the event log", notes=notes)
     finally:
         con.close()
+
+
+async def wait_for_running_projections(duckdb_path: Path, *, timeout: float = 300.0) -> str:
+    """If a projection host runs (the system is up), wait until it has no lag; a note."""
+    from projections import query as q
+
+    url = q.running_host(duckdb_path)
+    if url is None:
+        return ("no projection host runs: the projections fold these events when they start "
+                "(mvs up, or mvs replay --verify)")
+    t0 = time.monotonic()
+    while True:
+        try:
+            data = await q.request(url, q.STATUS_SUBJECT, b"", timeout=10.0)
+            lags = [s.get("lag") for s in msgspec.json.decode(data)]
+        except (MvsError, msgspec.DecodeError, AttributeError) as exc:
+            return f"could not ask the projection host for its lag: {exc}"
+        if all(not lag for lag in lags):
+            return f"projections caught up in {time.monotonic() - t0:.1f}s"
+        if time.monotonic() - t0 > timeout:
+            return f"projections still behind after {timeout:.0f}s (lag {max(lags)})"
+        await asyncio.sleep(0.2)

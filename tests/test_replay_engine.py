@@ -302,3 +302,24 @@ def test_run_verification_reports_which_side_it_compared(
     assert report.ok, report
     assert report.against in ("projections", "the event log")
     assert report.entities[0].expected == 373
+
+
+def test_publisher_names_the_refusal_when_no_stream_takes_the_subject(nats_url: str) -> None:
+    from replay.publisher import PipelinedPublisher
+
+    async def go() -> str:
+        nc = await connect(nats_url)
+        pub = PipelinedPublisher(nc, ack_timeout=10)
+        await pub.start()
+        batch = pub.new_batch()
+        await pub.publish(batch, "not.a.stream.subject", b"x", "id-1")
+        try:
+            await pub.wait(batch)
+        except Exception as exc:  # the BusError under test
+            return str(exc)
+        finally:
+            await pub.close()
+            await nc.close()
+        return ""
+
+    assert "no stream answers" in asyncio.run(go())

@@ -18,7 +18,7 @@ from mvs.settings import Settings
 from replay.engine import Progress, ReplayOptions, SourceResult, replay
 from replay.model import BadValue, to_time
 from replay.verify import VerifyReport, render_report
-from replay.verify_run import run_verification
+from replay.verify_run import run_verification, wait_for_running_projections
 from streams.definitions import EVENTS_STREAM
 
 __all__ = ["register"]
@@ -127,12 +127,15 @@ async def _main(
     progress = _ProgressLine() if sys.stderr.isatty() and not args.json else None
     nc = await connect(url, name="mvs-replay") if url else None
     verification: VerifyReport | None = None
+    projection_note = ""
     try:
         try:
             results = await replay(nc, args.sources, opts, progress=progress)
         finally:
             if progress is not None:
                 sys.stderr.write("\n")
+        if nc is not None and not args.verify:
+            projection_note = await wait_for_running_projections(settings.duckdb_path)
         if args.verify and nc is not None:
             info = await nc.jetstream().stream_info(EVENTS_STREAM)
             verification = await run_verification(
@@ -144,10 +147,14 @@ async def _main(
     report: dict[str, Any] = {"sources": [_as_dict(r) for r in results]}
     if verification is not None:
         report["verification"] = msgspec.to_builtins(verification)
+    if projection_note:
+        report["projections"] = projection_note
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(render_summary(results))
+        if projection_note:
+            print(f"Note: {projection_note}")
         if verification is not None:
             print()
             print(render_report(verification))
