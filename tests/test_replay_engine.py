@@ -323,3 +323,16 @@ def test_publisher_names_the_refusal_when_no_stream_takes_the_subject(nats_url: 
         return ""
 
     assert "no stream answers" in asyncio.run(go())
+
+
+def test_strict_stops_at_the_first_rejected_record_and_names_it(tmp_path: Path) -> None:
+    db = tmp_path / "unified_memory.db"
+    generate_memory_db(db, 50, relationships=0, groups=1)
+    out = subprocess.run(
+        [sys.executable, "-m", "mvs.cli", "replay", str(db), "--dry-run", "--strict"],
+        cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "MVS_HOME": str(tmp_path / "home")},
+    )
+    assert out.returncode == 1
+    assert "unified_memory.db:memories:rowid=10" in out.stderr
+    assert "content: NULL" in out.stderr
