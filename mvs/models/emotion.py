@@ -3,7 +3,7 @@
 No PyPI package ships an emotion classifier (``/work/shared/MODELS.md``), so MVS reads two
 honest signals:
 
-- **Text**: :class:`Lexicon` scores words from ``data/emotion_lexicon.tsv`` (MVS's own list:
+- **Text**: :class:`Lexicon` scores words from ``emotion_lexicon.tsv`` (MVS's own list:
   word, valence -1..1, emotion), with the usual rules of lexicon scorers (VADER's among them):
   a negation in the three words before flips and damps a word, intensifiers scale it,
   exclamation marks and shouted (all-caps) words raise intensity, and the sum is squashed
@@ -40,7 +40,7 @@ __all__ = [
     "tone_of",
 ]
 
-LEXICON_PATH = Path(__file__).with_name("data") / "emotion_lexicon.tsv"
+LEXICON_PATH = Path(__file__).with_name("emotion_lexicon.tsv")
 
 NEGATIONS = frozenset({
     "not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "cannot", "cant",
