@@ -1,0 +1,217 @@
+"""STTService and TTSService over NATS with the real packaged models, in one shared pool.
+
+The services run for the whole module in a background event loop (each model loads once);
+every test is a client of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import numpy as np
+import pytest
+
+from mvs.config import ResourcePool, load_config
+from mvs.errors import ServiceCallError
+from mvs.models.audio import decode_audio
+from mvs.models.pool import PoolStatus
+from mvs.natsserver import NatsServer
+from mvs.rpc import Empty, ServiceClient
+from mvs.service import ServiceContext
+from mvs.services.model_manager import ModelManagerSuite
+from mvs.services.stt import STTService, TranscribeReply, TranscribeRequest
+from mvs.services.tts import SynthesizeReply, SynthesizeRequest, TTSService
+from streams.catalog import decode_event
+from streams.definitions import apply_streams
+from streams.events.language import SpeechSynthesized, SpeechTranscribed
+from streams.events.models import ModelLoaded
+
+T = TypeVar("T")
+SENTENCE = "Please turn on the kitchen lights and open the window in the hall."
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+class Host:
+    """ModelManagerSuite, STT and TTS in one background loop, like the ``models`` process."""
+
+    def __init__(self, url: str, home: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.url, self.home = url, home
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 180.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def start(self) -> None:
+        config = load_config("config/mvs_startup_config.yaml")
+        config = msgspec.structs.replace(
+            config, resource_pool=ResourcePool(max_models_in_memory=3, preload_models=())
+        )
+        self.ctx = await ServiceContext.connect(self.url, config=config)
+        await apply_streams(self.ctx.js)
+        self.mms = ModelManagerSuite(self.ctx)
+        self.stt = STTService(self.ctx, models_dir=self.home / "models", warm=False)
+        self.tts = TTSService(self.ctx, warm=False)
+        for svc in (self.mms, self.stt, self.tts):
+            await svc.start()
+        self.client = ServiceClient(self.ctx.nc, timeout=120)
+
+    async def stop(self) -> None:
+        for svc in (self.tts, self.stt, self.mms):
+            await svc.stop()
+        await self.ctx.close()
+
+    def call(self, service: str, action: str, req: Any, reply: type[T]) -> T:
+        return self.run(self.client.call(service, action, req, reply))
+
+    def raw(self, subject: str, data: bytes) -> Any:
+        return self.run(self.ctx.nc.request(subject, data, timeout=120))
+
+    def events(self, subject: str) -> list[Any]:
+        async def read() -> list[Any]:
+            await self.ctx.events.flush()
+            sub = await self.ctx.js.subscribe(subject, ordered_consumer=True)
+            found = []
+            while True:
+                try:
+                    found.append(decode_event((await sub.next_msg(timeout=1)).data))
+                except Exception:
+                    break
+            await sub.unsubscribe()
+            return found
+
+        return self.run(read())
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    base = tmp_path_factory.mktemp("speech")
+    server = NatsServer(store_dir=base / "nats", port=0)
+    server.start()
+    h = Host(server.url, base)
+    try:
+        h.run(h.start())
+        yield h
+        h.run(h.stop())
+    finally:
+        h.loop.call_soon_threadsafe(h.loop.stop)
+        h.thread.join(10)
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def spoken(host: Host) -> SynthesizeReply:
+    return host.call("TTSService", "synthesize", SynthesizeRequest(text=SENTENCE),
+                     SynthesizeReply)
+
+
+def test_tts_speaks_a_22khz_wav(spoken: SynthesizeReply) -> None:
+    audio = decode_audio(spoken.audio)
+    assert spoken.sample_rate == audio.rate == 22050
+    assert spoken.duration == pytest.approx(audio.seconds, abs=0.01) and spoken.duration > 2
+    assert float(np.abs(audio.samples).max()) > 0.1
+
+
+def test_tts_then_stt_gives_the_words_back(host: Host, spoken: SynthesizeReply) -> None:
+    heard = host.call("STTService", "transcribe",
+                      TranscribeRequest(audio=spoken.audio, request_id="rt-1"), TranscribeReply)
+    assert words(heard.text) == words(SENTENCE)
+    assert heard.language == "en" and heard.model == "base_stt"
+    assert heard.duration == pytest.approx(spoken.duration, abs=0.01)
+
+
+def test_stt_takes_raw_pcm16_in_msgpack_and_base64_wav_in_json(
+    host: Host, spoken: SynthesizeReply
+) -> None:
+    audio = decode_audio(spoken.audio)
+    pcm = (audio.samples * 32767).astype("<i2").tobytes()
+    req = TranscribeRequest(audio=pcm, format="pcm16", sample_rate=audio.rate)
+    msg = host.raw("mvs.svc.STTService.transcribe", msgspec.msgpack.encode(req))
+    assert words(msgspec.msgpack.decode(msg.data, type=TranscribeReply).text) == words(SENTENCE)
+    body = b'{"audio": "%s", "language": "en"}' % base64.b64encode(spoken.audio)
+    reply = msgspec.json.decode(host.raw("mvs.svc.STTService.transcribe", body).data)
+    assert words(reply["text"]) == words(SENTENCE) and reply["duration"] > 2
+
+
+def test_multilingual_whisper_base_is_joined_and_transcribes(
+    host: Host, spoken: SynthesizeReply
+) -> None:
+    host.run(asyncio.sleep(0))
+    for _ in range(200):  # the join (150 MB) runs in a thread at start
+        if host.stt.multilingual != "not prepared yet":
+            break
+        host.run(asyncio.sleep(0.1))
+    if host.stt.multilingual:
+        pytest.skip(f"multilingual Whisper base not available: {host.stt.multilingual}")
+    assert (host.home / "models" / "whisper-base" / "model.bin").stat().st_size > 100e6
+    heard = host.call(
+        "STTService", "transcribe",
+        TranscribeRequest(audio=spoken.audio, language="en", model="stt_multilingual"),
+        TranscribeReply,
+    )
+    assert heard.model == "stt_multilingual"
+    assert set(words(SENTENCE)) - set(words(heard.text)) <= {"and", "a"}
+
+
+@pytest.mark.parametrize(
+    ("service", "action", "body", "code", "needle"),
+    [
+        ("STTService", "transcribe", {"audio": b"hello, not audio"}, "400", "not a WAV"),
+        ("STTService", "transcribe", {"audio": b""}, "400", "empty"),
+        ("STTService", "transcribe", {"audio": b"\x00\x01\x02", "format": "pcm16"}, "400",
+         "even number"),
+        ("STTService", "transcribe", {"audio": b"RIFF....WAVEjunk"}, "400", "readable"),
+        ("STTService", "transcribe", {"audio": b"x", "language": "klingon"}, "400",
+         "unknown language"),
+        ("STTService", "transcribe", {"audio": b"x", "model": "whisper-9"}, "404",
+         "unknown STT model"),
+        ("TTSService", "synthesize", {"text": "   "}, "400", "empty"),
+        ("TTSService", "synthesize", {"text": "hi", "voice": "nobody"}, "404", "unknown voice"),
+        ("TTSService", "synthesize", {"text": "hi", "length_scale": 9.0}, "400", "length_scale"),
+    ],
+)
+def test_bad_input_gets_a_clear_error_and_the_service_keeps_serving(
+    host: Host, service: str, action: str, body: dict[str, Any], code: str, needle: str
+) -> None:
+    msg = host.raw(f"mvs.svc.{service}.{action}", msgspec.msgpack.encode(body))
+    assert msg.headers["Nats-Service-Error-Code"] == code
+    assert needle in msg.headers["Nats-Service-Error"]
+    again = host.call("TTSService", "synthesize", SynthesizeRequest(text="Still here."),
+                      SynthesizeReply)
+    assert again.duration > 0.3
+
+
+def test_speech_events_and_models_in_the_shared_pool(host: Host, spoken: SynthesizeReply) -> None:
+    host.call("STTService", "transcribe", TranscribeRequest(audio=spoken.audio, request_id="ev-1"),
+              TranscribeReply)
+    heard = [e for e in host.events("mvs.evt.speech.>") if isinstance(e, SpeechTranscribed)]
+    mine = [e for e in heard if e.request_id == "ev-1"]
+    assert len(mine) == 1 and words(mine[0].text) == words(SENTENCE)
+    assert mine[0].model == "base_stt" and mine[0].audio_s > 2 and mine[0].source == "STTService"
+    said = [e for e in host.events("mvs.evt.speech.>") if isinstance(e, SpeechSynthesized)]
+    assert said and said[0].chars == len(SENTENCE) and said[0].voice == "base_tts"
+
+    # one pool for the process: ModelManagerSuite reports the speech models as loaded
+    status = host.call("ModelManagerSuite", "status", Empty(), PoolStatus)
+    loaded = {m.model_id: m for m in status.models if m.loaded}
+    assert {"base_stt", "base_tts"} <= set(loaded) and len(loaded) <= 3
+    assert host.stt.pool is host.mms.pool is host.tts.pool
+    loads = [e for e in host.events("mvs.evt.model.>") if isinstance(e, ModelLoaded)]
+    assert [e.model_id for e in loads].count("base_stt") == 1
+
+
+def test_stt_errors_name_the_problem_in_the_client(host: Host) -> None:
+    with pytest.raises(ServiceCallError) as info:
+        host.call("STTService", "transcribe", TranscribeRequest(audio=b"RIFF"), TranscribeReply)
+    assert info.value.code == "400" and "WAV" in str(info.value)
