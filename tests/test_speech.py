@@ -34,6 +34,7 @@ from streams.events.language import SpeechSynthesized, SpeechTranscribed
 from streams.events.models import ModelLoaded
 
 T = TypeVar("T")
+R = TypeVar("R", bound=msgspec.Struct)
 SENTENCE = "Please turn on the kitchen lights and open the window in the hall."
 
 
@@ -72,7 +73,7 @@ class Host:
             await svc.stop()
         await self.ctx.close()
 
-    def call(self, service: str, action: str, req: Any, reply: type[T]) -> T:
+    def call(self, service: str, action: str, req: Any, reply: type[R]) -> R:
         return self.run(self.client.call(service, action, req, reply))
 
     def raw(self, subject: str, data: bytes) -> Any:
