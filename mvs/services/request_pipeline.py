@@ -102,6 +102,7 @@ class TextReply(msgspec.Struct, frozen=True, kw_only=True):
     fallback_from: Route | None = None
     reason: str = ""
     model: str = ""
+    model_ms: float = 0.0  # inside the model call (llama.cpp or the cloud HTTP exchange)
     cached: bool = False
     memories_used: int = 0
     flags: dict[str, bool] = msgspec.field(default_factory=dict)
@@ -302,6 +303,7 @@ class Pipeline:
             fallback_from=routed.fallback_from if routed else None,
             reason=routed.reason if routed else "",
             model=state.model,
+            model_ms=round(routed.result.model_ms, 3) if routed else 0.0,
             cached=state.cached,
             memories_used=len(state.context),
             flags=state.flags,
