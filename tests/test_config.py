@@ -94,3 +94,12 @@ def test_unreadable_and_invalid_yaml_name_the_file(tmp_path: Path) -> None:
     bad.write_text("services: [unclosed\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
         load_config(bad)
+
+
+def test_every_enabled_service_names_an_importable_service_class() -> None:
+    from mvs.runner import load_service_class
+
+    cfg = load_config(CONFIG)
+    for name in cfg.enabled_services():
+        cls = load_service_class(name, cfg.services[name].module or "")
+        assert cls.name == name
