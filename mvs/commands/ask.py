@@ -92,7 +92,9 @@ def format_reply(reply: TextReply) -> str:
         route += f" (fell back from {reply.fallback_from}: {reply.reason})"
     elif reply.reason and reply.route != "cache":
         route += f" ({reply.reason})"
-    llm_ms = sum(s.duration_ms for s in reply.stages if s.stage == "llm")
+    # Inside the model: llama.cpp's own time (or the cloud exchange); without that figure, the
+    # whole llm stage. A first request's model load counts as outside the model.
+    llm_ms = reply.model_ms or sum(s.duration_ms for s in reply.stages if s.stage == "llm")
     lines = [
         reply.text or "(empty answer)",
         "",
