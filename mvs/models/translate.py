@@ -35,6 +35,7 @@ __all__ = [
     "load_seq2seq",
     "nllb_code",
     "normalize_lang",
+    "seq2seq_pairs",
 ]
 
 
@@ -130,7 +131,10 @@ class Seq2SeqTranslator:
         self._model = model
         self.pairs = pairs
         self.nllb = nllb
-        self.max_new_tokens = int(spec.options.get("max_new_tokens", 256))
+        # generating past the position table fails (or degrades): cap at the model's length
+        limit = int(getattr(model.config, "max_position_embeddings", 0) or 0) - 2
+        wanted = int(spec.options.get("max_new_tokens", 256))
+        self.max_new_tokens = min(wanted, limit) if limit > 0 else wanted
         self._lock = threading.Lock()
         self.last_ms = 0.0
 
@@ -188,19 +192,33 @@ def _pairs_of(spec: ModelSpec, path: Path) -> frozenset[tuple[str, str]] | None:
     return frozenset(pairs)
 
 
-def load_seq2seq(spec: ModelSpec) -> Seq2SeqTranslator:
-    """Load a Marian/NLLB folder offline; a Marian folder must say which pairs it translates."""
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+def seq2seq_pairs(spec: ModelSpec) -> tuple[bool, frozenset[tuple[str, str]] | None]:
+    """(is NLLB, pairs) of a model folder without loading it; ``None`` pairs: any language.
 
+    Reads ``config.json`` only, so a service can choose a backend before loading anything.
+    """
     path = resolve_path(spec)
-    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    nllb = config.model_type in ("m2m_100", "nllb_moe")
-    pairs = None if nllb else _pairs_of(spec, path)
-    if not nllb and pairs is None:
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type", "")
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model {spec.model_id!r}: no readable config.json in {path}") from exc
+    if model_type in ("m2m_100", "nllb_moe"):
+        return True, None
+    pairs = _pairs_of(spec, path)
+    if pairs is None:
         raise ModelError(
-            f"model {spec.model_id!r}: a {config.model_type} model needs its pairs "
+            f"model {spec.model_id!r}: a {model_type} model needs its pairs "
             "(options.pairs, mvs.json or a folder name ending in -en-de)"
         )
+    return False, pairs
+
+
+def load_seq2seq(spec: ModelSpec) -> Seq2SeqTranslator:
+    """Load a Marian/NLLB folder offline; a Marian folder must say which pairs it translates."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    path = resolve_path(spec)
+    nllb, pairs = seq2seq_pairs(spec)
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     model = AutoModelForSeq2SeqLM.from_pretrained(str(path), local_files_only=True)
     model.eval()
