@@ -141,8 +141,7 @@ def arrow_table(
         ).fetchall()
         schema = pa.schema([(name, _TYPES[dtype]) for name, dtype in cols])
         _arrow_schemas[cache_key] = schema
-    columns = {name: [r.get(name) for r in rows] for name in schema.names}
-    return pa.Table.from_pydict(columns, schema=schema)
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[Row]) -> None:

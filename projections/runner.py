@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from dataclasses import dataclass
 
 import duckdb
-import nats.errors
 import pyarrow as pa
+from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -64,6 +66,58 @@ def create_core_schema(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(stmt)
 
 
+class _Puller:
+    """Pull requests answered into one callback subscription.
+
+    nats-py's ``fetch`` waits for each message with its own timeout, which costs more than the
+    whole fold of the message; here the batch is collected by a plain callback instead. First
+    a ``no_wait`` request takes what is there (up to ``batch``); only when nothing is there
+    does a waiting request for one message block, so a follower sees a new event at once.
+    """
+
+    def __init__(self, nc: Client, stream: str, durable: str) -> None:
+        self.nc = nc
+        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self.inbox = nc.new_inbox()
+        self.buf: list[Msg] = []
+        self.want = 0
+        self.ended = asyncio.Event()
+        self.sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self.sub = await self.nc.subscribe(self.inbox, cb=self._on_msg)
+
+    async def stop(self) -> None:
+        if self.sub is not None:
+            await self.sub.unsubscribe()
+            self.sub = None
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if msg.headers and msg.headers.get("Status") and not msg.data:
+            # 404 no messages, 408 request expired, 409 limits: this request is over
+            self.ended.set()
+            return
+        self.buf.append(msg)
+        if len(self.buf) >= self.want:
+            self.ended.set()
+
+    async def _request(self, body: dict[str, object], want: int, wait: float) -> None:
+        self.want = want
+        self.ended.clear()
+        await self.nc.publish(self.subject, json.dumps(body).encode(), reply=self.inbox)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ended.wait(), wait)
+
+    async def fetch(self, batch: int, timeout: float) -> list[Msg]:
+        if not self.buf:
+            await self._request({"batch": batch, "no_wait": True}, batch, 10.0)
+        if not self.buf:
+            expires = int(timeout * 1e9)
+            await self._request({"batch": 1, "expires": expires}, 1, timeout + 1.0)
+        out, self.buf = self.buf[:batch], self.buf[batch:]
+        return out
+
+
 class ProjectionRunner:
     """Drives one :class:`Projection` from its durable pull consumer into DuckDB."""
 
@@ -82,7 +136,7 @@ class ProjectionRunner:
         self.last_seq = 0
         self.applied: set[str] = set()
         self.durable = f"proj_{projection.position_name}"
-        self._psub: JetStreamContext.PullSubscription | None = None
+        self._puller: _Puller | None = None
         self.events_applied = 0
         self.dead_lettered = 0
 
@@ -131,19 +185,18 @@ class ProjectionRunner:
             filter_subjects=subjects if len(subjects) > 1 else None,
         )
         await self.js.add_consumer(EVENTS_STREAM, config)
-        self._psub = await self.js.pull_subscribe_bind(self.durable, stream=EVENTS_STREAM)
+        await self.close()
+        self._puller = _Puller(self.js._nc, EVENTS_STREAM, self.durable)
+        await self._puller.start()
 
     async def close(self) -> None:
-        if self._psub is not None:
-            await self._psub.unsubscribe()
-            self._psub = None
+        if self._puller is not None:
+            await self._puller.stop()
+            self._puller = None
 
     async def fetch(self, timeout: float) -> list[Msg]:
-        assert self._psub is not None, "subscribe() first"
-        try:
-            return await self._psub.fetch(self.batch, timeout=timeout)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
+        assert self._puller is not None, "subscribe() first"
+        return await self._puller.fetch(self.batch, timeout)
 
     @staticmethod
     def raw(msgs: list[Msg]) -> list[RawMessage]:
@@ -158,12 +211,16 @@ class ProjectionRunner:
         return len(msgs)
 
     async def drain(self, timeout: float = 0.3) -> None:
-        """Step until a fetch comes back empty: every event published before is applied."""
-        while await self.step(timeout):
-            pass
+        """Fold until a fetch comes back empty: every event published before is applied."""
+        await self.run(asyncio.Event(), idle_timeout=timeout, until_idle=True)
 
-    async def run(self, stop: asyncio.Event, *, idle_timeout: float = 1.0) -> None:
-        """Follow the stream until ``stop`` is set; fetching overlaps folding."""
+    async def run(
+        self, stop: asyncio.Event, *, idle_timeout: float = 1.0, until_idle: bool = False
+    ) -> None:
+        """Follow the stream until ``stop`` is set (or, ``until_idle``, until it runs dry).
+
+        The next batch is fetched while the previous one folds in a worker thread.
+        """
         inflight: asyncio.Future[None] | None = None
         last: Msg | None = None
         while not stop.is_set():
@@ -176,6 +233,8 @@ class ProjectionRunner:
             if msgs:
                 last = msgs[-1]
                 inflight = asyncio.ensure_future(asyncio.to_thread(self.apply, self.raw(msgs)))
+            elif until_idle:
+                break
         if inflight is not None:
             await inflight
             assert last is not None
