@@ -25,9 +25,14 @@ from mvs.models.pool import PoolStatus
 from mvs.natsserver import NatsServer
 from mvs.rpc import Empty, ServiceClient
 from mvs.service import ServiceContext
+from mvs.services.emotion import EmotionalState, EmotionService, SessionRef
 from mvs.services.model_manager import ModelManagerSuite
+from mvs.services.request_coordinator import RequestCoordinator
+from mvs.services.request_pipeline import TextReply, TextRequest
 from mvs.services.stt import STTService, TranscribeReply, TranscribeRequest
+from mvs.services.translation import TranslationService
 from mvs.services.tts import SynthesizeReply, SynthesizeRequest, TTSService
+from mvs.services.voice import AudioReply, AudioRequest, install
 from streams.catalog import decode_event
 from streams.definitions import apply_streams
 from streams.events.language import SpeechSynthesized, SpeechTranscribed
@@ -64,14 +69,25 @@ class Host:
         self.mms = ModelManagerSuite(self.ctx)
         self.stt = STTService(self.ctx, models_dir=self.home / "models", warm=False)
         self.tts = TTSService(self.ctx, warm=False)
-        for svc in (self.mms, self.stt, self.tts):
+        self.translation = TranslationService(self.ctx, model_dirs=[])
+        self.emotion = EmotionService(self.ctx)
+        self.rc = RequestCoordinator(self.ctx)
+        self.services = [self.mms, self.stt, self.tts, self.translation, self.emotion, self.rc]
+        for svc in self.services:
             await svc.start()
         self.client = ServiceClient(self.ctx.nc, timeout=120)
 
     async def stop(self) -> None:
-        for svc in (self.tts, self.stt, self.mms):
+        for svc in reversed(self.services):
             await svc.stop()
         await self.ctx.close()
+
+    def rc_client(self) -> ServiceClient:
+        return ServiceClient(self.ctx.nc, timeout=60)
+
+    async def emotion_state(self, session: str) -> EmotionalState:
+        return await self.client.call("EmotionService", "get_emotional_state",
+                                      SessionRef(session_id=session), EmotionalState)
 
     def call(self, service: str, action: str, req: Any, reply: type[R]) -> R:
         return self.run(self.client.call(service, action, req, reply))
@@ -216,3 +232,50 @@ def test_stt_errors_name_the_problem_in_the_client(host: Host) -> None:
     with pytest.raises(ServiceCallError) as info:
         host.call("STTService", "transcribe", TranscribeRequest(audio=b"RIFF"), TranscribeReply)
     assert info.value.code == "400" and "WAV" in str(info.value)
+
+
+def test_voice_path_transcribes_answers_and_speaks(host: Host) -> None:
+    question = host.call("TTSService", "synthesize",
+                         SynthesizeRequest(text="What is the capital of France?"),
+                         SynthesizeReply)
+    reply = host.call("STTService", "converse",
+                      AudioRequest(audio=question.audio, session_id="voice-1", max_tokens=24),
+                      AudioReply)
+    assert words(reply.transcript) == ["what", "is", "the", "capital", "of", "france"]
+    assert reply.language == "en" and reply.text.strip() and reply.route == "local_model"
+    assert [s.stage for s in reply.stages] == ["stt", "emotion", "text", "tts"]
+    assert reply.audio is not None and decode_audio(reply.audio).rate == reply.sample_rate
+    # the answer that was spoken is the answer that was written
+    heard = host.call("STTService", "transcribe", TranscribeRequest(audio=reply.audio),
+                      TranscribeReply)
+    assert set(words(heard.text)) & set(words(reply.text))
+    silence = np.zeros(16000, dtype="<i2").tobytes()
+    with pytest.raises(ServiceCallError) as info:
+        host.call("STTService", "converse",
+                  AudioRequest(audio=silence, format="pcm16", speak=False), AudioReply)
+    assert info.value.code == "400" and "no speech" in str(info.value)
+
+
+def test_translation_and_emotion_stages_in_the_text_pipeline(host: Host) -> None:
+    install(host.rc.pipeline, host.rc_client())
+    install(host.rc.pipeline, host.rc_client())  # once only
+    assert [s.name for s in host.rc.pipeline.pre_stages] == ["translate", "emotion"]
+    reply = host.call(
+        "RequestCoordinator", "text",
+        TextRequest(text="Qual é a capital da França?", session_id="pt-1", max_tokens=24,
+                    use_cache=False, metadata={"language": "pt"}),
+        TextReply,
+    )
+    stages = [s.stage for s in reply.stages]
+    assert "translate" in stages and "emotion" in stages and "translate_back" in stages
+    assert all(s.ok for s in reply.stages if s.stage in ("translate", "translate_back"))
+    assert reply.text.strip()
+    english = host.call(
+        "RequestCoordinator", "text",
+        TextRequest(text="Thanks, that was great!", session_id="pt-1", max_tokens=8,
+                    use_cache=False),
+        TextReply,
+    )
+    assert "translate_back" in [s.stage for s in english.stages]
+    state = host.run(host.emotion_state("pt-1"))
+    assert state.updates == 2 and state.sentiment > 0

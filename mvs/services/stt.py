@@ -24,7 +24,9 @@ from mvs.models.audio import AudioFormat, decode_audio
 from mvs.models.backends import ModelSpec
 from mvs.models.shared import POOL_KEY, shared_pool
 from mvs.models.whisper import WhisperModel, join_split_model, whisper_languages
+from mvs.rpc import ServiceClient
 from mvs.service import Service, ServiceContext, current_call, endpoint
+from mvs.services.voice import AudioReply, AudioRequest, VoicePipeline
 from streams.events.language import SpeechTranscribed
 
 __all__ = [
@@ -172,3 +174,9 @@ class STTService(Service):
             language_probability=round(found.language_probability, 4),
             avg_logprob=found.avg_logprob,
         )
+
+    @endpoint("converse", request=AudioRequest, reply=AudioReply, concurrency=4)
+    async def converse(self, req: AudioRequest) -> AudioReply:
+        """The whole voice path (:class:`~mvs.services.voice.VoicePipeline`) for one utterance,
+        until RequestCoordinator serves it as its ``audio`` endpoint."""
+        return await VoicePipeline(ServiceClient(self.ctx.nc)).handle(req)
