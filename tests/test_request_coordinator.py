@@ -11,7 +11,7 @@ from llm_fixtures import dead_url, openai_server  # noqa: F401  (fixture)
 from mvs.errors import ServiceCallError
 from mvs.flags import FlagStore
 from mvs.llm.cloud import CloudChatClient
-from mvs.rpc import ServiceClient
+from mvs.rpc import HealthReply, ServiceClient
 from mvs.service import ServiceContext
 from mvs.services.cache import CacheManager
 from mvs.services.model_manager import ModelManagerSuite
@@ -20,6 +20,7 @@ from mvs.services.request_pipeline import PriorityGate, TextReply, TextRequest
 from streams.catalog import decode_event
 from streams.definitions import apply_streams
 from streams.events.requests import RequestCompleted, RequestRouted, RequestStageCompleted
+from streams.events.system import BreakerStateChanged
 
 RC = "RequestCoordinator"
 HEAVY = "Write a Python function that reverses a list"
@@ -47,7 +48,7 @@ def test_priority_gate_admits_the_most_urgent_waiter_first() -> None:
 
 async def _events(ctx: ServiceContext) -> list[object]:
     await ctx.events.flush()
-    sub = await ctx.js.subscribe("mvs.evt.request.>", ordered_consumer=True)
+    sub = await ctx.js.subscribe("mvs.evt.>", ordered_consumer=True)
     out = []
     while True:
         try:
@@ -110,6 +111,16 @@ def test_requests_route_fall_back_hit_the_cache_and_are_recorded(
             assert fallback.route == "local_model" and fallback.fallback_from == "cloud_api"
             assert "unreachable" in fallback.reason
 
+            # Four more cloud failures (distinct texts: answers are cached) open the breaker;
+            # then the cloud is not tried at all and the service reports itself degraded.
+            for i in range(4):
+                await ask(f"{HEAVY} number {i}")
+            assert rc.breakers["cloud_api"].state == "open"
+            refused = await ask(HEAVY + " once more")
+            assert refused.route == "local_model" and "circuit" in refused.reason
+            health = await client.call(RC, "health", None, HealthReply)
+            assert health.status == "degraded" and health.breakers == {"cloud_api": "open"}
+
             await ctx.flags.set("use_mvs_routing", 0.0)
             legacy = await ask(HEAVY + " three times")
             assert legacy.route == "local_model" and legacy.fallback_from is None
@@ -143,6 +154,10 @@ def test_requests_route_fall_back_hit_the_cache_and_are_recorded(
             done = [e for e in events if isinstance(e, RequestCompleted)]
             assert {d.route for d in done} >= {"cloud_api", "local_model", "cache"}
             assert all(d.outcome == "ok" for d in done)
+            changes = [e for e in events if isinstance(e, BreakerStateChanged)]
+            assert [(c.service, c.dependency, c.to_state, c.failures) for c in changes] == [
+                ("RequestCoordinator", "cloud_api", "open", 5)
+            ]
             stage_names = {e.stage for e in events if isinstance(e, RequestStageCompleted)}
             assert {"llm", "queue", "cache", "cache_store"} <= stage_names
         finally:

@@ -26,13 +26,8 @@ from mvs.llm.local import RemoteChat
 from mvs.llm.router import CLOUD_DEPENDENCY, ChatBackend, HybridRouter, classify, routing_from_plan
 from mvs.rpc import ServiceClient
 from mvs.service import Service, ServiceContext, endpoint
-from mvs.services.request_pipeline import (
-    Pipeline,
-    PriorityGate,
-    ServiceBackends,
-    TextReply,
-    TextRequest,
-)
+from mvs.services.request_backends import ServiceBackends
+from mvs.services.request_pipeline import Pipeline, PriorityGate, TextReply, TextRequest
 
 __all__ = ["LegacyReply", "LegacyRequest", "RequestCoordinator", "RouteInfo", "RouteQuery"]
 

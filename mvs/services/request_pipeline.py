@@ -10,7 +10,8 @@ A request goes through named stages, each timed and recorded as a ``request.stag
 - ``cache``: a repeated request (same text and token limit) is answered from CacheManager
   (``model_decisions``, 10 min) without touching a model; the route is then ``cache``.
 - ``classify`` and ``llm``: the hybrid router (:mod:`mvs.llm.router`).
-- ``memory``: the most similar memories of the session become context for the model.
+- ``memory``: the memories most similar to the text (semantic search over all memories,
+  score >= 0.35) become context for the model.
 - ``queue``: model calls are admitted by priority (0 most urgent .. 9), FIFO within one.
 - Pre and post stages are where speech-to-text, translation, emotion and text-to-speech join
   in a later issue: each is a :class:`Stage` that may rewrite the request state.
@@ -38,9 +39,7 @@ from mvs.flags import FlagStore
 from mvs.llm.router import HybridRouter, RoutedResult, classify
 from mvs.llm.types import ChatMessage, ChatRequest
 from mvs.logs import get_logger
-from mvs.rpc import ServiceClient
-from mvs.services.cache import CacheGet, CacheReply, CacheSet
-from mvs.services.memory_api import MemoryAdd, MemoryList, MemoryRef, MemorySearch
+from mvs.services.request_backends import ServiceBackends
 from streams.base import Event
 from streams.events.requests import (
     RequestCompleted,
@@ -56,7 +55,6 @@ __all__ = [
     "Pipeline",
     "PriorityGate",
     "RequestState",
-    "ServiceBackends",
     "Stage",
     "StageTiming",
     "TextReply",
@@ -67,7 +65,6 @@ log = get_logger("request_pipeline")
 
 FLAG_ROUTING = "use_mvs_routing"
 FLAG_MEMORY = "use_unified_memory"
-ANSWER_CACHE = "model_decisions"
 SYSTEM_PROMPT = "You are a helpful voice assistant. Answer briefly and plainly."
 MAX_TEXT = 8000
 
@@ -177,57 +174,6 @@ class PriorityGate:
                 fut.set_result(None)
                 return
         self._active -= 1
-
-
-class ServiceBackends:
-    """CacheManager and MemoryOrchestratorService as the pipeline uses them.
-
-    Both are optimisations of a request, not conditions of it: a failure or a timeout counts
-    as a miss / no context, the stage is marked not ok, and the request goes on.
-    """
-
-    def __init__(self, client: ServiceClient, *, timeout_s: float = 2.0) -> None:
-        self.client = client
-        self.timeout_s = timeout_s
-
-    async def cache_get(self, key: str) -> dict[str, Any] | None:
-        reply = await self.client.call(
-            "CacheManager", "get", CacheGet(cache_type=ANSWER_CACHE, key=key), CacheReply,
-            timeout=self.timeout_s,
-        )
-        return reply.value if reply.hit and isinstance(reply.value, dict) else None
-
-    async def cache_set(self, key: str, value: dict[str, Any]) -> None:
-        await self.client.call(
-            "CacheManager", "set", CacheSet(cache_type=ANSWER_CACHE, key=key, value=value),
-            CacheReply, timeout=self.timeout_s,
-        )
-
-    async def recall(self, text: str, session_id: str | None, limit: int) -> list[str]:
-        found = await self.client.call(
-            "MemoryOrchestratorService",
-            "search",
-            MemorySearch(query=text, limit=limit, min_score=0.35),
-            MemoryList,
-            timeout=self.timeout_s,
-        )
-        return [hit.memory.content for hit in found.results]
-
-    async def remember(self, state: RequestState) -> None:
-        req = state.request
-        await self.client.call(
-            "MemoryOrchestratorService",
-            "add",
-            MemoryAdd(
-                content=f"User: {state.text}\nAssistant: {state.answer}",
-                memory_type="interaction",
-                parent_id=req.session_id,
-                session_id=req.session_id,
-                metadata={"request_id": state.request_id, "route": state.route},
-            ),
-            MemoryRef,
-            timeout=self.timeout_s,
-        )
 
 
 class Pipeline:
