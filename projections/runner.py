@@ -186,6 +186,7 @@ class ProjectionRunner:
         )
         await self.js.add_consumer(EVENTS_STREAM, config)
         await self.close()
+        # the JetStream context carries its client; pull requests go through it directly
         self._puller = _Puller(self.js._nc, EVENTS_STREAM, self.durable)
         await self._puller.start()
 
@@ -245,15 +246,23 @@ class ProjectionRunner:
         fresh = [m for m in msgs if m.seq > self.last_seq]
         if not fresh:
             return
-        try:
-            self._commit(fresh)
-        except Exception:
-            # One message spoils the batch: find it by applying one message at a time.
-            for m in fresh:
-                try:
-                    self._commit([m])
-                except Exception as exc:  # a handler bug or a constraint: that message's
-                    self._commit([m], failure=f"fold failed: {type(exc).__name__}: {exc}")
+        for attempt in range(5):
+            try:
+                self._commit(fresh)
+                return
+            except duckdb.TransactionException:
+                # another projection's transaction touched the same row: not the events' fault
+                if attempt == 4:
+                    break
+                time.sleep(0.01 * (attempt + 1))
+            except Exception:
+                break
+        # One message spoils the batch: find it by applying one message at a time.
+        for m in fresh:
+            try:
+                self._commit([m])
+            except Exception as exc:  # a handler bug or a constraint: that message's fault
+                self._commit([m], failure=f"fold failed: {type(exc).__name__}: {exc}")
 
     def _commit(self, msgs: list[RawMessage], failure: str | None = None) -> None:
         proj = self.projection

@@ -8,14 +8,16 @@ import contextlib
 import signal
 
 import msgspec
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
-from mvs.bus import NatsEndpoint, connect
+from mvs.bus import NatsEndpoint, connect, jetstream
 from mvs.errors import ProjectionError
 from mvs.settings import Settings
 from projections.host import ProjectionHost, Status
-from projections.query import REBUILD_SUBJECT, STATUS_SUBJECT, request, running_host
+from projections.query import REBUILD_SUBJECT, STATUS_SUBJECT, query, request, running_host
 from projections.rebuild import RebuildReport
 from projections.registry import PROJECTIONS
+from streams.definitions import EVENTS_STREAM
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,9 +46,6 @@ async def _offline_host(url: str, settings: Settings, fn: str, arg: str = "") ->
         async with ProjectionHost(nc, settings.duckdb_path, names=names, serve=False) as host:
             if fn == "rebuild":
                 return await host.rebuild(arg)
-            if fn == "ls":
-                # positions as stored; lag as the consumers see it (nothing is folded here)
-                return await host.status()
             await host.catch_up(timeout=None)
             return await host.status()
     finally:
@@ -59,11 +58,33 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
         data = asyncio.run(request(url, STATUS_SUBJECT, b""))
         _print_status(msgspec.json.decode(data, type=list[Status]))
         return 0
+    # stopped: positions from the file (read-only), lag from the consumers; nothing is folded
+    table = query(
+        settings.duckdb_path, "SELECT projection, last_seq FROM projection_positions"
+    ).to_pylist()
+    positions = {r["projection"]: int(r["last_seq"]) for r in table}
     with NatsEndpoint(settings) as endpoint:
-        rows = asyncio.run(_offline_host(endpoint.url, settings, "ls"))
-    assert isinstance(rows, list)
-    _print_status(rows)
+        lags = asyncio.run(_lags(endpoint.url, list(PROJECTIONS)))
+    _print_status(
+        [Status(projection=n, last_seq=positions.get(n, 0), lag=lags.get(n)) for n in PROJECTIONS]
+    )
     return 0
+
+
+async def _lags(url: str, names: list[str]) -> dict[str, int | None]:
+    nc = await connect(url, name="mvs-projections")
+    js = jetstream(nc)
+    out: dict[str, int | None] = {}
+    try:
+        for name in names:
+            try:
+                ci = await js.consumer_info(EVENTS_STREAM, f"proj_{name}")
+                out[name] = int(ci.num_pending or 0) + int(ci.num_ack_pending or 0)
+            except (NotFoundError, ServiceUnavailableError):
+                out[name] = None
+    finally:
+        await nc.close()
+    return out
 
 
 async def _follow(url: str, settings: Settings) -> None:
