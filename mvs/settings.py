@@ -7,7 +7,7 @@ environment behind a caller's back.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Settings", "load_settings"]
@@ -24,6 +24,8 @@ class Settings:
     ``MVS_NATS_PORT``: the loopback port of the embedded server (default 4222).
     ``MVS_NATS_SYNC``: ``always`` to fsync every write before acknowledging it (see README).
     ``MVS_CONFIG``: the startup config (default ``config/mvs_startup_config.yaml``).
+    ``*_API_KEY``: every variable whose name ends so is kept in ``api_keys`` (by name), for the
+    config's ``llm_routing.cloud_api.api_key_env``; never printed or logged.
     """
 
     home: Path
@@ -31,6 +33,7 @@ class Settings:
     nats_port: int
     nats_sync_always: bool
     config_path: Path
+    api_keys: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def jetstream_dir(self) -> Path:
@@ -64,4 +67,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         nats_port=port,
         nats_sync_always=sync == "always",
         config_path=Path(env.get("MVS_CONFIG", "config/mvs_startup_config.yaml")),
+        api_keys={k: v for k, v in env.items() if k.endswith("_API_KEY") and v},
     )

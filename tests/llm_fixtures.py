@@ -22,6 +22,8 @@ from mvs.models.backends import DEFAULT_MODELS, load_model, resolve_path
 from mvs.models.llama import LlamaChatModel
 
 LLM_SPEC = msgspec.structs.replace(DEFAULT_MODELS[0], options={"n_ctx": 1024})
+# The test server wants this bearer key, as a real cloud endpoint would.
+API_KEY = "mvs-test-key"
 
 
 def free_port() -> int:
@@ -53,7 +55,7 @@ def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(resolve_path(LLM_SPEC)),
         "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "1024", "--n_threads", "1",
+        "--n_ctx", "1024", "--n_threads", "1", "--api_key", API_KEY,
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -62,7 +64,10 @@ def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/models", timeout=2) as resp:
+                ping = urllib.request.Request(
+                    f"{base}/models", headers={"Authorization": f"Bearer {API_KEY}"}
+                )
+                with urllib.request.urlopen(ping, timeout=2) as resp:
                     json.load(resp)
                 break
             except OSError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from llm_fixtures import dead_url, llama_model, openai_server  # noqa: F401  (fixtures)
+from llm_fixtures import API_KEY, dead_url, llama_model, openai_server  # noqa: F401  (fixtures)
 
 from mvs.breaker import CircuitBreaker
 from mvs.errors import UpstreamError
@@ -31,7 +31,7 @@ class Clock:
 
 
 def test_cloud_client_talks_to_an_openai_compatible_server(openai_server: str) -> None:  # noqa: F811
-    client = CloudChatClient(openai_server, model="smollm2")
+    client = CloudChatClient(openai_server, model="smollm2", api_key=API_KEY)
     result = asyncio.run(client.chat(QUESTION))
     assert result.text and result.completion_tokens > 0 and result.model_ms > 0
 
@@ -40,9 +40,14 @@ def test_cloud_errors_name_the_problem(openai_server: str) -> None:  # noqa: F81
     down = CloudChatClient(dead_url(), model="x", timeout_s=2)
     with pytest.raises(UpstreamError, match="unreachable"):
         asyncio.run(down.chat(QUESTION))
-    wrong_path = CloudChatClient(openai_server.removesuffix("/v1") + "/nope", model="x")
+    wrong_path = CloudChatClient(
+        openai_server.removesuffix("/v1") + "/nope", model="x", api_key=API_KEY
+    )
     with pytest.raises(UpstreamError, match="HTTP 404"):
         asyncio.run(wrong_path.chat(QUESTION))
+    no_key = CloudChatClient(openai_server, model="x")
+    with pytest.raises(UpstreamError, match="HTTP 401"):
+        asyncio.run(no_key.chat(QUESTION))
     with pytest.raises(UpstreamError, match="http"):
         CloudChatClient("ftp://example.invalid", model="x")
 
@@ -54,7 +59,7 @@ def test_heavy_task_goes_to_the_cloud(
     router = HybridRouter(
         routing_from_plan(),
         local=ModelChat(llama_model),
-        cloud=CloudChatClient(openai_server, model="smollm2"),
+        cloud=CloudChatClient(openai_server, model="smollm2", api_key=API_KEY),
     )
     routed = asyncio.run(router.complete(QUESTION, task_type="code_generation"))
     assert routed.route == "cloud_api" and routed.fallback_from is None
@@ -123,7 +128,7 @@ def test_breaker_opens_after_five_cloud_failures_then_recovers(
         routed = await router.complete(short, task_type="code_generation")
         assert routed.route == "local_model" and "circuit" in routed.reason
         # After the timeout three good probes close it again.
-        router.cloud = CloudChatClient(openai_server, model="smollm2")
+        router.cloud = CloudChatClient(openai_server, model="smollm2", api_key=API_KEY)
         clock.now += 30.0
         for _ in range(3):
             routed = await router.complete(short, task_type="code_generation")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+import msgspec
 import pytest
-from llm_fixtures import dead_url, openai_server  # noqa: F401  (fixture)
+from llm_fixtures import API_KEY, dead_url, openai_server  # noqa: F401  (fixture)
 
+from mvs.config import load_config
 from mvs.errors import ServiceCallError
 from mvs.flags import FlagStore
 from mvs.llm.cloud import CloudChatClient
@@ -17,6 +19,7 @@ from mvs.services.cache import CacheManager
 from mvs.services.model_manager import ModelManagerSuite
 from mvs.services.request_coordinator import RequestCoordinator, RouteInfo, RouteQuery
 from mvs.services.request_pipeline import PriorityGate, TextReply, TextRequest
+from mvs.settings import load_settings
 from streams.catalog import decode_event
 from streams.definitions import apply_streams
 from streams.events.requests import RequestCompleted, RequestRouted, RequestStageCompleted
@@ -64,16 +67,20 @@ def test_requests_route_fall_back_hit_the_cache_and_are_recorded(
     openai_server: str,  # noqa: F811
 ) -> None:
     async def main() -> None:
-        ctx = await ServiceContext.connect(nats_url)
+        # The cloud endpoint comes from the config, its key from the environment (Settings).
+        base = load_config("config/mvs_startup_config.yaml")
+        routing = base.llm_routing
+        cloud_api = msgspec.structs.replace(routing.cloud_api, base_url=openai_server)
+        config = msgspec.structs.replace(
+            base, llm_routing=msgspec.structs.replace(routing, cloud_api=cloud_api)
+        )
+        ctx = await ServiceContext.connect(nats_url, config=config)
+        ctx.extras["settings"] = load_settings({cloud_api.api_key_env: API_KEY})
         await apply_streams(ctx.js)
         ctx.flags = await FlagStore.open(
             ctx.js, events=ctx.events, defaults={"use_mvs_routing": 1.0, "use_unified_memory": 1.0}
         )
-        services = [
-            ModelManagerSuite(ctx),
-            CacheManager(ctx),
-            RequestCoordinator(ctx, cloud=CloudChatClient(openai_server, model="smollm2")),
-        ]
+        services = [ModelManagerSuite(ctx), CacheManager(ctx), RequestCoordinator(ctx)]
         for svc in services:
             await svc.start()
         rc = services[2]

@@ -93,8 +93,10 @@ class RequestCoordinator(Service):
         cloud = self._cloud
         api = routing.cloud_api
         if cloud is None and api.base_url:
-            # The key's env var is read by mvs.settings; the runner passes it in extras.
-            key = self.ctx.extras.get("cloud_api_key")
+            # mvs.settings reads the environment; the runner passes its Settings in extras.
+            settings = self.ctx.extras.get("settings")
+            keys: dict[str, str] = getattr(settings, "api_keys", {})
+            key = keys.get(api.api_key_env)
             cloud = CloudChatClient(
                 api.base_url, model=api.model, api_key=key, timeout_s=api.timeout_s
             )
