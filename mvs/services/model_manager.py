@@ -14,10 +14,10 @@ from collections.abc import Iterable
 import msgspec
 
 from mvs.errors import ModelError
+from mvs.llm.local import PoolChat
 from mvs.llm.types import ChatRequest, ChatResult
 from mvs.models.backends import DEFAULT_MODELS, ModelSpec
 from mvs.models.embedding import EmbeddingModel
-from mvs.models.llama import LlamaChatModel
 from mvs.models.pool import ModelPool, ModelStatus, PoolConfig, PoolStatus
 from mvs.rpc import Empty
 from mvs.service import Service, ServiceContext, endpoint
@@ -123,11 +123,7 @@ class ModelManagerSuite(Service):
     async def generate(self, req: ChatRequest) -> ChatResult:
         if not req.messages:
             raise ValueError("generate needs at least one message")
-        model_id = req.model_id or self.default_llm
-        async with self.pool.use(model_id) as model:
-            if not isinstance(model, LlamaChatModel):
-                raise ModelError(f"model {model_id!r} is not a chat model")
-            return await asyncio.to_thread(model.chat, req)
+        return await PoolChat(self.pool, self.default_llm).chat(req)
 
     @endpoint("embed", request=EmbedRequest, reply=EmbedReply)
     async def embed(self, req: EmbedRequest) -> EmbedReply:
