@@ -196,7 +196,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="50k events instead of 1M")
     parser.add_argument("--events", type=int, default=None)
-    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=5000)
     args = parser.parse_args()
     n = args.events or (50_000 if args.quick else 1_000_000)
     asyncio.run(main_async(n, args.batch))

@@ -69,7 +69,7 @@ class ProjectionHost:
         duckdb_path: Path | str,
         *,
         names: tuple[str, ...] | None = None,
-        batch: int = 2000,
+        batch: int = 5000,
         serve: bool = True,
         url: str | None = None,
     ) -> None:

@@ -127,7 +127,7 @@ class ProjectionRunner:
         db: duckdb.DuckDBPyConnection,
         js: JetStreamContext,
         *,
-        batch: int = 2000,
+        batch: int = 5000,
     ) -> None:
         self.projection = projection
         self.con = db.cursor()
