@@ -269,6 +269,13 @@ class ProjectionHost:
         except Exception as exc:  # a service answers every request, even on its own bug
             data = f"{type(exc).__name__}: {exc}".encode()
             headers = {q.STATUS_HEADER: "error"}
+        limit = self.nc.max_payload - 1024
+        if len(data) > limit:
+            data = (
+                f"the answer is {len(data)} bytes, more than NATS carries ({limit}): "
+                "add a LIMIT or use `mvs export --parquet DIR`"
+            ).encode()
+            headers = {q.STATUS_HEADER: "error"}
         await self.nc.publish(msg.reply, data, headers=headers)
 
     def _advertise(self) -> None:

@@ -59,10 +59,12 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
         _print_status(msgspec.json.decode(data, type=list[Status]))
         return 0
     # stopped: positions from the file (read-only), lag from the consumers; nothing is folded
-    table = query(
-        settings.duckdb_path, "SELECT projection, last_seq FROM projection_positions"
-    ).to_pylist()
-    positions = {r["projection"]: int(r["last_seq"]) for r in table}
+    positions: dict[str, int] = {}
+    if settings.duckdb_path.exists():
+        table = query(
+            settings.duckdb_path, "SELECT projection, last_seq FROM projection_positions"
+        ).to_pylist()
+        positions = {r["projection"]: int(r["last_seq"]) for r in table}
     with NatsEndpoint(settings) as endpoint:
         lags = asyncio.run(_lags(endpoint.url, list(PROJECTIONS)))
     _print_status(
