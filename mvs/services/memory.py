@@ -14,6 +14,7 @@ memory is stored without a vector and search falls back to text matching.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import TypeVar
@@ -88,6 +89,20 @@ class MemoryOrchestratorService(Service):
     async def on_start(self) -> None:
         if self.decay_every_s > 0:
             self.spawn(self._decay_loop(), name="memory-decay")
+        self.spawn(self._warm_up(), name="memory-warm-up")
+
+    async def _warm_up(self, *, attempts: int = 60) -> None:
+        """Have ModelManagerSuite load the embedding model now, not on a user's first search
+        (loading torch and MiniLM takes seconds; the pipeline gives memory 2 s)."""
+        for _ in range(attempts):
+            try:
+                await self.models.call(
+                    "ModelManagerSuite", "embed",
+                    EmbedRequest(texts=["warm up"], model_id=self.embedding_model), EmbedReply,
+                )  # fmt: skip
+                return
+            except ServiceCallError:
+                await asyncio.sleep(1.0)  # the model service may start after this one
 
     async def check_health(self) -> dict[str, str]:
         try:
@@ -364,8 +379,6 @@ class MemoryOrchestratorService(Service):
         return changed
 
     async def _decay_loop(self) -> None:
-        import asyncio
-
         while True:
             await asyncio.sleep(self.decay_every_s)
             try:
