@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from llm_fixtures import free_port
 
 from mvs.commands.ask import format_reply
@@ -83,3 +84,46 @@ def test_ask_goes_to_the_running_request_coordinator(nats_url: str, tmp_path: Pa
     assert "route:   local_model (fell back from cloud_api" in done.stdout
     assert "task:    complex_reasoning" in done.stdout
     assert "outside the model" in done.stdout
+
+
+def test_ask_through_mvs_up_remembers_the_session(tmp_path: Path) -> None:
+    """The whole system as a user runs it: up, flags on, two asks, memory in the projection."""
+    data = yaml.safe_load((ROOT / "config" / "mvs_startup_config.yaml").read_text())
+    data["observability"]["metrics_port"] = 0
+    cfg = tmp_path / "mvs.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MVS_")}
+    env.update(MVS_HOME=str(tmp_path / "home"), MVS_CONFIG=str(cfg), MVS_NATS_PORT="0",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "mvs.cli", *args], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done
+
+    try:
+        run("up")
+        run("flags", "set", "use_mvs_routing", "1")
+        run("flags", "set", "use_unified_memory", "1")
+        first = json.loads(run("ask", "My cat is called Tom.", "--json", "--max-tokens", "8",
+                               "--session", "e2e").stdout)
+        assert first["route"] == "local_model" and first["flags"]["use_unified_memory"]
+        second: dict[str, object] = {}
+        for _ in range(10):  # the exchange is remembered just after the first reply
+            second = json.loads(run("ask", "What is my cat called?", "--json", "--no-cache",
+                                    "--max-tokens", "8", "--session", "e2e").stdout)
+            if second["memories_used"]:
+                break
+        assert second["memories_used"], second
+        memory = next(s for s in second["stages"] if s["stage"] == "memory")  # type: ignore[union-attr]
+        assert memory["ok"]
+        rows = json.loads(run(
+            "query", "SELECT count(*) AS n FROM memories WHERE memory_type = 'interaction' "
+            "AND session_id = 'e2e'", "--format", "json").stdout)
+        assert rows[0]["n"] >= 1
+        routes = json.loads(run("query", "SELECT route FROM requests", "--format", "json").stdout)
+        assert {r["route"] for r in routes} == {"local_model"}
+    finally:
+        subprocess.run([sys.executable, "-m", "mvs.cli", "down"], env=env, cwd=ROOT,
+                       capture_output=True, timeout=60)
