@@ -7,6 +7,8 @@ import json
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from llm_fixtures import API_KEY, dead_url, openai_server  # noqa: F401  (fixture)
 
 from mvs.config import load_config
@@ -47,6 +49,52 @@ def test_priority_gate_admits_the_most_urgent_waiter_first() -> None:
         return order
 
     assert asyncio.run(main()) == [0, 3, 3, 7, 9]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=9), min_size=1, max_size=12))
+def test_waiters_are_admitted_by_priority_then_arrival(priorities: list[int]) -> None:
+    async def main() -> list[int]:
+        gate = PriorityGate(1)
+        order: list[int] = []
+
+        async def job(i: int) -> None:
+            async with gate.slot(priorities[i]):
+                order.append(i)
+                await asyncio.sleep(0)
+
+        async with gate.slot(0):
+            tasks = [asyncio.create_task(job(i)) for i in range(len(priorities))]
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+        return order
+
+    expected = sorted(range(len(priorities)), key=lambda i: (priorities[i], i))
+    assert asyncio.run(main()) == expected
+
+
+def test_a_cancelled_waiter_does_not_leak_its_slot() -> None:
+    async def main() -> None:
+        gate = PriorityGate(1)
+        entered: list[str] = []
+
+        async def job(name: str, priority: int) -> None:
+            async with gate.slot(priority):
+                entered.append(name)
+
+        async with gate.slot(5):
+            a = asyncio.create_task(job("a", 1))
+            b = asyncio.create_task(job("b", 2))
+            await asyncio.sleep(0)
+            a.cancel()
+            await asyncio.sleep(0)
+        await b
+        assert entered == ["b"] and gate.waiting == 0
+        async with asyncio.timeout(1):  # the slot is free again
+            async with gate.slot(9):
+                pass
+
+    asyncio.run(main())
 
 
 async def _events(ctx: ServiceContext) -> list[object]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mvs.config import load_config
 from mvs.llm.router import ROUTING_CONFIG, HybridRouter, classify, routing_from_plan
@@ -61,3 +63,11 @@ def test_startup_config_routing_matches_the_plan() -> None:
     plan = routing_from_plan(ROUTING_CONFIG)
     assert routing.heavy_tasks == plan.heavy_tasks
     assert routing.light_tasks == plan.light_tasks
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=400))
+def test_any_text_gets_one_of_the_four_task_types_deterministically(text: str) -> None:
+    first = classify(text)
+    assert first.task_type in {"code_generation", "complex_reasoning", "command_parse", "simple_qa"}
+    assert classify(text) == first
