@@ -31,7 +31,8 @@ from streams.catalog import encode_event, subject_of
 from streams.definitions import EVENTS_STREAM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from legacy_gen import generate_memory_db  # noqa: E402  (the generator lives with the tests)
+# The legacy DB generator lives with the tests, which use it too.
+from legacy_gen import generate_memory_db
 
 AIM_RATIO = 0.5
 AIM_SECONDS_1M = 120.0
