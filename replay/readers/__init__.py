@@ -9,6 +9,7 @@ from replay.readers import (
     health_sweeps,
     learning_db,
     memory_db,
+    metrics_db,
     observations,
     service_registry,
     sessions,
@@ -21,7 +22,7 @@ __all__ = ["READERS", "reader_for_format"]
 # Order matters where shapes overlap: the more specific JSON shapes come first.
 READERS: tuple[Reader, ...] = (
     memory_db.READER,
-    learning_db.L3_READER,
+    metrics_db.L3_READER,
     learning_db.L2_READER,
     sessions.READER,
     health_sweeps.READER,

@@ -1,16 +1,15 @@
-"""L2 (learning databases) and L3 (observability metrics): SQLite history of the learning loop.
+"""L2: the learning databases, SQLite history of the learning loop.
 
 L2 spans four legacy files (``learning_opportunities.db``, ``training_cycles.db``,
 ``learning_adjuster.db``, ``model_evaluation.db``); a file is recognised by its tables, not its
-name. Two of them hold a ``performance_metrics`` table with different columns, and L3 a third
-variant: the column signature decides. JSON columns that are not a JSON object are kept under
-``{"value": ...}`` (valid JSON of another shape) or ``{"_raw": text}`` (invalid JSON).
+name. Two of them hold a ``performance_metrics`` table with different columns (and L3, in
+:mod:`replay.readers.metrics_db`, a third variant): the column signature decides. JSON
+columns that are not a JSON object are kept under ``{"value": ...}`` (valid JSON of another
+shape) or ``{"_raw": text}`` (invalid JSON).
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
 
 from replay.model import BadValue, Record, event_id, parse_json, to_float, to_text, to_time
@@ -23,7 +22,7 @@ from streams.events.language import (
     TrainingCycleRecorded,
 )
 
-__all__ = ["L2_READER", "L3_READER", "json_object"]
+__all__ = ["L2_READER", "json_object", "record", "required_float", "row_key"]
 
 
 def json_object(value: Any) -> dict[str, Any]:
@@ -35,19 +34,19 @@ def json_object(value: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"value": parsed}
 
 
-def _required_float(value: Any, name: str) -> float:
+def required_float(value: Any, name: str) -> float:
     f = to_float(value, name)
     if f is None:
         raise BadValue(f"{name}: NULL")
     return f
 
 
-def _key(row: dict[str, Any], name: str, rowid: int) -> str:
+def row_key(row: dict[str, Any], name: str, rowid: int) -> str:
     value = row.get(name)
     return str(rowid) if value is None else to_text(value)
 
 
-def _rec(ctx: Ctx, kind: str, key: str, row: dict[str, Any], entity: str,
+def record(ctx: Ctx, kind: str, key: str, row: dict[str, Any], entity: str,
          when: float | None, ev_type: type, **fields: Any) -> Record:
     ev = ev_type(
         event_id=event_id(ctx.fmt, kind, key, tuple(row.values())),
@@ -59,9 +58,9 @@ def _rec(ctx: Ctx, kind: str, key: str, row: dict[str, Any], entity: str,
 
 
 def _opportunity(ctx: Ctx, rowid: int, row: dict[str, Any]) -> Record:
-    key = _key(row, "id", rowid)
+    key = row_key(row, "id", rowid)
     at = to_time(row.get("created_at"), "created_at")
-    return _rec(
+    return record(
         ctx, "opportunity", key, row, "learning_opportunities", at, LearningOpportunityDetected,
         opportunity_id=key,
         source_agent=to_text(row.get("source_agent")),
@@ -85,9 +84,9 @@ def _opportunity_ids(value: Any) -> list[str]:
 
 
 def _cycle(ctx: Ctx, rowid: int, row: dict[str, Any]) -> Record:
-    key = _key(row, "id", rowid)
+    key = row_key(row, "id", rowid)
     start = to_time(row.get("start_time"), "start_time")
-    return _rec(
+    return record(
         ctx, "cycle", key, row, "training_cycles", start, TrainingCycleRecorded,
         cycle_id=key,
         model_name=to_text(row.get("model_name")),
@@ -104,11 +103,11 @@ def _cycle(ctx: Ctx, rowid: int, row: dict[str, Any]) -> Record:
 def _allocation(ctx: Ctx, rowid: int, row: dict[str, Any]) -> Record:
     at = to_time(row.get("timestamp"), "timestamp")
     cycle = to_text(row.get("cycle_id"))
-    return _rec(
-        ctx, "allocation", _key(row, "id", rowid), row, "metrics", at, MetricRecorded,
+    return record(
+        ctx, "allocation", row_key(row, "id", rowid), row, "metrics", at, MetricRecorded,
         agent=f"training_cycle:{cycle}",
         metric_name=f"resource_allocation.{to_text(row.get('resource_type'))}",
-        value=_required_float(row.get("amount"), "amount"),
+        value=required_float(row.get("amount"), "amount"),
         at=at,
         context={"table": "resource_allocation", "id": row.get("id"), "cycle_id": cycle},
     )
@@ -119,11 +118,11 @@ def _parameter(ctx: Ctx, rowid: int, row: dict[str, Any]) -> Record:
     name = to_text(row.get("parameter_name"))
     if not name:
         raise BadValue("parameter_name: missing")
-    return _rec(
-        ctx, "parameter", _key(row, "id", rowid), row, "parameter_history", at,
+    return record(
+        ctx, "parameter", row_key(row, "id", rowid), row, "parameter_history", at,
         ParameterAdjusted,
         name=name,
-        value=_required_float(row.get("value"), "value"),
+        value=required_float(row.get("value"), "value"),
         performance_metric=to_float(row.get("performance_metric"), "performance_metric"),
         at=at,
         metadata=json_object(row.get("metadata")),
@@ -137,10 +136,10 @@ def _parameter_config(ctx: Ctx, rowid: int, row: dict[str, Any]) -> Record:
     meta = {k: row.get(k) for k in ("type", "min_value", "max_value", "step_size", "description")}
     meta["metadata"] = json_object(row.get("metadata"))
     meta["table"] = "parameter_configs"
-    return _rec(
+    return record(
         ctx, "parameter_config", name, row, "parameter_history", None, ParameterAdjusted,
         name=name,
-        value=_required_float(row.get("current_value"), "current_value"),
+        value=required_float(row.get("current_value"), "current_value"),
         metadata=meta,
     )
 
@@ -151,11 +150,11 @@ def _adjuster_metric(ctx: Ctx, rowid: int, row: dict[str, Any]) -> Record:
         "parameters": json_object(row.get("parameters")),
         "metadata": json_object(row.get("metadata")),
     }
-    return _rec(
-        ctx, "adjuster_metric", _key(row, "id", rowid), row, "metrics", at, MetricRecorded,
+    return record(
+        ctx, "adjuster_metric", row_key(row, "id", rowid), row, "metrics", at, MetricRecorded,
         agent="LearningAdjusterAgent",
         metric_name=to_text(row.get("metric_name")),
-        value=_required_float(row.get("value"), "value"),
+        value=required_float(row.get("value"), "value"),
         at=at,
         context=ctx_fields,
     )
@@ -163,22 +162,22 @@ def _adjuster_metric(ctx: Ctx, rowid: int, row: dict[str, Any]) -> Record:
 
 def _evaluation_metric(ctx: Ctx, rowid: int, row: dict[str, Any]) -> Record:
     at = to_time(row.get("timestamp"), "timestamp")
-    return _rec(
-        ctx, "evaluation_metric", _key(row, "metric_id", rowid), row, "metrics", at,
+    return record(
+        ctx, "evaluation_metric", row_key(row, "metric_id", rowid), row, "metrics", at,
         MetricRecorded,
         agent=to_text(row.get("agent_name")),
         metric_name=to_text(row.get("metric_name")),
-        value=_required_float(row.get("value"), "value"),
+        value=required_float(row.get("value"), "value"),
         at=at,
         context=json_object(row.get("context")),
     )
 
 
 def _evaluation(ctx: Ctx, rowid: int, row: dict[str, Any]) -> Record:
-    key = _key(row, "evaluation_id", rowid)
+    key = row_key(row, "evaluation_id", rowid)
     at = to_time(row.get("evaluation_timestamp"), "evaluation_timestamp")
     cycle = row.get("cycle_id")
-    return _rec(
+    return record(
         ctx, "evaluation", key, row, "model_evaluations", at, ModelEvaluated,
         evaluation_id=key,
         model_name=to_text(row.get("model_name")),
@@ -189,24 +188,6 @@ def _evaluation(ctx: Ctx, rowid: int, row: dict[str, Any]) -> Record:
         avg_latency_ms=to_float(row.get("avg_latency_ms"), "avg_latency_ms"),
         evaluated_at=at,
         comparison=json_object(row.get("comparison_data")),
-    )
-
-
-def _observability_metric(ctx: Ctx, rowid: int, row: dict[str, Any]) -> Record:
-    at = to_time(row.get("timestamp"), "timestamp")
-    env = to_text(row.get("environment"))
-    return _rec(
-        ctx, "perf_metric", _key(row, "id", rowid), row, "metrics", at, MetricRecorded,
-        agent=to_text(row.get("agent_name")),
-        metric_name=to_text(row.get("metric_type")),
-        value=_required_float(row.get("metric_value"), "metric_value"),
-        at=at,
-        host=ctx.host or env,
-        context={
-            "metadata": json_object(row.get("metadata")),
-            "environment": env,
-            "hub_role": to_text(row.get("hub_role")),
-        },
     )
 
 
@@ -257,28 +238,6 @@ L2_READER = SqliteReader(
             ("evaluation_id", "model_name", "cycle_id", "trust_score", "accuracy", "f1_score",
              "avg_latency_ms", "evaluation_timestamp", "comparison_data"),
             "model_evaluations", _evaluation,
-        ),
-    ),
-)
-
-_HOST = re.compile(r"performance_metrics_([A-Za-z0-9]+)")
-
-
-class _MetricsReader(SqliteReader):
-    def host_of(self, path: Path) -> str:
-        m = _HOST.search(path.name)
-        return m.group(1) if m else ""
-
-
-L3_READER = _MetricsReader(
-    "L3",
-    "metrics-db",
-    (
-        TableMap(
-            "performance_metrics", ("metric_type", "metric_value"),
-            ("id", "timestamp", "agent_name", "metric_type", "metric_value", "metadata",
-             "environment", "hub_role"),
-            "metrics", _observability_metric,
         ),
     ),
 )
