@@ -108,10 +108,10 @@ class _Puller:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ended.wait(), wait)
 
-    async def fetch(self, batch: int, timeout: float) -> list[Msg]:
+    async def fetch(self, batch: int, timeout: float, *, wait: bool = True) -> list[Msg]:
         if not self.buf:
             await self._request({"batch": batch, "no_wait": True}, batch, 10.0)
-        if not self.buf:
+        if not self.buf and wait:
             expires = int(timeout * 1e9)
             await self._request({"batch": 1, "expires": expires}, 1, timeout + 1.0)
         out, self.buf = self.buf[:batch], self.buf[batch:]
@@ -195,9 +195,9 @@ class ProjectionRunner:
             await self._puller.stop()
             self._puller = None
 
-    async def fetch(self, timeout: float) -> list[Msg]:
+    async def fetch(self, timeout: float, *, wait: bool = True) -> list[Msg]:
         assert self._puller is not None, "subscribe() first"
-        return await self._puller.fetch(self.batch, timeout)
+        return await self._puller.fetch(self.batch, timeout, wait=wait)
 
     @staticmethod
     def raw(msgs: list[Msg]) -> list[RawMessage]:
@@ -225,7 +225,10 @@ class ProjectionRunner:
         inflight: asyncio.Future[None] | None = None
         last: Msg | None = None
         while not stop.is_set():
-            msgs = await self.fetch(idle_timeout)
+            # While a batch folds, only take what is already there; before waiting for new
+            # events, finish the fold and ack it, so that position and acks never lag behind.
+            waited = inflight is None
+            msgs = await self.fetch(idle_timeout, wait=waited)
             if inflight is not None:
                 await inflight
                 assert last is not None
@@ -234,7 +237,7 @@ class ProjectionRunner:
             if msgs:
                 last = msgs[-1]
                 inflight = asyncio.ensure_future(asyncio.to_thread(self.apply, self.raw(msgs)))
-            elif until_idle:
+            elif until_idle and waited:
                 break
         if inflight is not None:
             await inflight
