@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -24,6 +25,7 @@ from mvs.services.emotion import (
     SessionRef,
     UpdateRequest,
 )
+from projections.host import ProjectionHost
 from streams.catalog import decode_event
 from streams.definitions import apply_streams
 from streams.events.language import EmotionStateUpdated
@@ -89,7 +91,9 @@ def test_mood_is_a_moving_average_and_attention_follows_negative_runs() -> None:
         tracker.update("s", EmotionalCues(tone="purple"), now=4)
 
 
-def test_emotion_service_updates_analyzes_records_and_survives_bad_input(nats_url: str) -> None:
+def test_emotion_service_updates_analyzes_records_and_survives_bad_input(
+    nats_url: str, tmp_path: Path
+) -> None:
     async def main() -> None:
         ctx = await ServiceContext.connect(nats_url)
         await apply_streams(ctx.js)
@@ -153,11 +157,35 @@ def test_emotion_service_updates_analyzes_records_and_survives_bad_input(nats_ur
                     events.append(decode_event((await sub.next_msg(timeout=1)).data))
                 except Exception:
                     break
+            await sub.unsubscribe()
             updates = [e for e in events if isinstance(e, EmotionStateUpdated)]
             assert [e.session_id for e in updates] == ["s1", "s1", "s2"]
             assert updates[1].cues["prosody"]["pitch_hz"] > 0
+            before = await client.call(NAME, "get_emotional_state", SessionRef(session_id="s1"),
+                                       EmotionalState)
         finally:
             await svc.stop()
+
+        # a restarted service continues each session from the emotion_states projection
+        host = ProjectionHost(ctx.nc, tmp_path / "mvs.duckdb", url=nats_url)
+        await host.start()
+        again = EmotionService(ctx)
+        await again.start()
+        try:
+            await host.catch_up()
+            restored = await client.call(NAME, "get_emotional_state",
+                                         SessionRef(session_id="s1"), EmotionalState)
+            assert restored.updates == 2 and restored.emotion == before.emotion
+            assert restored.mood_sentiment == pytest.approx(before.mood_sentiment)
+            cues = EmotionalCues(tone="neutral", sentiment=0.0, intensity=0.2)
+            after = await client.call(NAME, "update_emotional_state",
+                                      UpdateRequest(session_id="s1", emotional_cues=cues),
+                                      EmotionalState)
+            assert after.updates == 3
+            assert after.mood_sentiment == pytest.approx(0.7 * before.mood_sentiment, abs=1e-3)
+        finally:
+            await again.stop()
+            await host.stop()
             await ctx.close()
 
     asyncio.run(main())

@@ -143,6 +143,7 @@ def test_orchestrator_consumes_the_log_runs_cycles_and_adjusts(
                 events.append(decode_event((await sub.next_msg(timeout=1)).data))
             except Exception:
                 break
+        await sub.unsubscribe()
         opps = [e for e in events if isinstance(e, LearningOpportunityDetected)]
         assert len([o for o in opps if o.status == "pending"]) == 7
         assert len([o for o in opps if o.status == "processed"]) == 6

