@@ -46,9 +46,14 @@ __all__ = [
 
 
 
+_sorted_json = msgspec.json.Encoder(order="sorted")
+
+
 def dumps(value: Any) -> str:
     """JSON text for a JSON column (sorted keys, so equal values give equal text)."""
-    return msgspec.json.encode(value, order="sorted").decode()
+    if value == {} or value == []:  # the common case, without an encoder call
+        return "{}" if isinstance(value, dict) else "[]"
+    return _sorted_json.encode(value).decode()
 
 
 class Invalid(Exception):
@@ -141,7 +146,9 @@ def arrow_table(
         ).fetchall()
         schema = pa.schema([(name, _TYPES[dtype]) for name, dtype in cols])
         _arrow_schemas[cache_key] = schema
-    return pa.Table.from_pylist(rows, schema=schema)
+    # from_pydict over per-column lists is ~3x faster than from_pylist over dict rows
+    columns = {name: [r.get(name) for r in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[Row]) -> None:
@@ -296,13 +303,11 @@ class Projection:
         key_cols = self.keys[table]
         con.register("_mvs_keys", _keys_table(key_cols, keys))
         try:
-            rows = (
-                con.sql(
-                    f"SELECT t.* FROM {self.t(table)} t SEMI JOIN _mvs_keys k ON {_on(key_cols)}"
-                )
-                .to_arrow_table()
-                .to_pylist()
+            rel = con.sql(
+                f"SELECT t.* FROM {self.t(table)} t SEMI JOIN _mvs_keys k ON {_on(key_cols)}"
             )
+            names = rel.columns
+            rows = [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
         finally:
             con.unregister("_mvs_keys")
         state: dict[Key, Row | None] = dict.fromkeys(keys)

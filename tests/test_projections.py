@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from streams.events import models as md
 from streams.events import requests as rq
 
 HYP = settings(
-    max_examples=12,
+    max_examples=int(os.environ.get("MVS_HYPOTHESIS_EXAMPLES", "12")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
