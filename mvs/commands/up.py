@@ -8,20 +8,12 @@ import subprocess
 import sys
 import time
 
+from mvs import supervisor
 from mvs.commands.status import services_table
 from mvs.config import load_config
 from mvs.errors import MvsError, NatsUnavailable
 from mvs.settings import Settings
-from mvs.supervisor import (
-    Supervisor,
-    read_state,
-    running_pid,
-    startup_timeout,
-    state_file,
-)
-from mvs.supervisor import (
-    run as run_supervisor,
-)
+from mvs.supervisor import Supervisor, read_state, running_pid, startup_timeout, state_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +49,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             _report(healthy, services_table(sup.rows), sup.ready_after_s, timeout)
             print("running in the foreground; Ctrl-C stops everything", flush=True)
 
-        run_supervisor(settings, host=args.host, on_ready=on_ready)
+        supervisor.run(settings, host=args.host, on_ready=on_ready)
         return 0 if outcome.get("healthy") else 1
     return _detach(settings, args.host, timeout)
 
