@@ -20,7 +20,7 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
-from mvs.errors import ProjectionError
+from mvs.errors import NatsUnavailable, ProjectionError
 
 __all__ = [
     "ADVERT_NAME",
@@ -183,6 +183,10 @@ def format_table(table: pa.Table, fmt: str) -> str:
     return "\n".join(lines)
 
 
+class _NoHost(ProjectionError):
+    """The advertised host is gone (a stale advert): the file can be read directly."""
+
+
 async def request(url: str, subject: str, data: bytes, *, timeout: float = 60.0) -> bytes:
     """Ask the running host; its error answers become ProjectionError."""
     import nats.errors
@@ -193,7 +197,9 @@ async def request(url: str, subject: str, data: bytes, *, timeout: float = 60.0)
     try:
         try:
             msg = await nc.request(subject, data, timeout=timeout)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+        except nats.errors.NoRespondersError as exc:
+            raise _NoHost(f"no projection host answers {subject} at {url}") from exc
+        except nats.errors.TimeoutError as exc:
             raise ProjectionError(
                 f"the projection host at {url} did not answer {subject}: {type(exc).__name__}"
             ) from exc
@@ -211,7 +217,11 @@ def query(duckdb_path: Path, sql: str, *, timeout: float = 60.0) -> pa.Table:
     url = running_host(duckdb_path)
     if url is not None:
         check_readonly(sql)
-        return from_ipc(asyncio.run(request(url, QUERY_SUBJECT, sql.encode(), timeout=timeout)))
+        try:
+            data = asyncio.run(request(url, QUERY_SUBJECT, sql.encode(), timeout=timeout))
+            return from_ipc(data)
+        except (_NoHost, NatsUnavailable):
+            pass  # a stale advert (its pid reused, or the server gone): read the file
     con = open_readonly(duckdb_path)
     try:
         return run_readonly(con, sql)

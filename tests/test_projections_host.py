@@ -161,3 +161,23 @@ def test_query_and_export_cli_read_the_file_when_the_system_is_stopped(
     events = pq.read_table(tmp_path / "out" / "events.parquet")
     assert events.num_rows == len(sample_events())
     assert (tmp_path / "out" / "memories.parquet").exists()
+
+
+def test_query_cli_reads_the_file_when_the_advertised_host_is_gone(
+    nats_url: str, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        await publish(nats_url, sample_events(), poison=False)
+        nc = await connect(nats_url)
+        async with ProjectionHost(nc, tmp_path / "mvs.duckdb", serve=False) as host:
+            await host.catch_up()
+        await nc.close()
+
+    asyncio.run(main())
+    # a live pid whose process serves nothing on that server: a stale advert
+    (tmp_path / "projections-runtime.json").write_text(
+        json.dumps({"pid": os.getpid(), "url": nats_url})
+    )
+    done = mvs(tmp_path, nats_url, "query", "SELECT count(*) AS n FROM events")
+    assert done.returncode == 0, done.stderr
+    assert str(len(sample_events())) in done.stdout
