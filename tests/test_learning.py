@@ -124,8 +124,9 @@ def test_orchestrator_consumes_the_log_runs_cycles_and_adjusts(
         again = LearningOrchestrator(ctx)
         await again.start()
         try:
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(2.5)  # idle: fetches time out and the consumer goes on
             assert again.pending == {}
+            assert (await again.health()).status == "healthy"
             await ctx.events.publish(RequestCompleted(request_id="r9", outcome="timeout"))
             for _ in range(50):
                 if again.pending:

@@ -123,6 +123,7 @@ class LearningOrchestrator(Service):
         self.auto_cycle_at = auto_cycle_at
         self.consume = consume
         self.cycles = 0
+        self.consumer_errors = 0
         self._cycle_lock = asyncio.Lock()
 
     async def on_start(self) -> None:
@@ -136,7 +137,7 @@ class LearningOrchestrator(Service):
             filter_subjects=["mvs.evt.request.>", "mvs.evt.speech.>"],
         ))  # fmt: skip
         self._pull = await js.pull_subscribe_bind(durable=CONSUMER, stream=EVENTS_STREAM)
-        self.spawn(self._consume(), name="learning-consumer")
+        self._consumer = self.spawn(self._consume(), name="learning-consumer")
 
     async def _restore(self) -> None:
         """Pending opportunities and parameter values from the learning projection.
@@ -187,7 +188,13 @@ class LearningOrchestrator(Service):
         while True:
             try:
                 msgs = await self._pull.fetch(200, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
+                # nats-py raises either, depending on where the wait ran out: no new events
+                continue
+            except nats.errors.Error as exc:  # e.g. a reconnect: the durable keeps our place
+                self.consumer_errors += 1
+                self.log.warning("learning consumer fetch failed", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
                 continue
             for msg in msgs:
                 try:
@@ -208,7 +215,11 @@ class LearningOrchestrator(Service):
         self.ctx.events.emit(msgspec.structs.replace(opp, source=self.name))
 
     async def check_health(self) -> dict[str, str]:
-        return {"pending": "ok" if len(self.pending) < 10 * self.auto_cycle_at else "backlog"}
+        checks = {"pending": "ok" if len(self.pending) < 10 * self.auto_cycle_at else "backlog"}
+        consumer = getattr(self, "_consumer", None)
+        if consumer is not None and consumer.done():
+            checks["consumer"] = "stopped: new events are not being read"
+        return checks
 
     @endpoint("feedback", request=FeedbackRequest, reply=FeedbackReply)
     async def feedback(self, req: FeedbackRequest) -> FeedbackReply:
