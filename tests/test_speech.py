@@ -32,7 +32,7 @@ from mvs.services.request_pipeline import TextReply, TextRequest
 from mvs.services.stt import STTService, TranscribeReply, TranscribeRequest
 from mvs.services.translation import TranslationService
 from mvs.services.tts import SynthesizeReply, SynthesizeRequest, TTSService
-from mvs.services.voice import AudioReply, AudioRequest, from_legacy, install
+from mvs.services.voice import AudioReply, AudioRequest, VoicePipeline, from_legacy, install
 from streams.catalog import decode_event
 from streams.definitions import apply_streams
 from streams.events.language import SpeechSynthesized, SpeechTranscribed
@@ -249,6 +249,12 @@ def test_voice_path_transcribes_answers_and_speaks(host: Host) -> None:
     heard = host.call("STTService", "transcribe", TranscribeRequest(audio=reply.audio),
                       TranscribeReply)
     assert set(words(heard.text)) & set(words(reply.text))
+    # the same path with RequestCoordinator's pipeline in-process (its future `audio` endpoint)
+    local = VoicePipeline(host.rc_client(), text_handler=host.rc.pipeline.handle)
+    direct = host.run(local.handle(AudioRequest(audio=question.audio, speak=False,
+                                                max_tokens=16)))
+    assert words(direct.transcript) == words(reply.transcript) and direct.audio is None
+    assert [s.stage for s in direct.stages] == ["stt", "text"]
     legacy = from_legacy(base64.b64encode(question.audio).decode(), session_id="voice-1",
                          metadata={"urgency": "high"})
     assert legacy.audio == question.audio and legacy.priority == 1
