@@ -25,7 +25,7 @@ from mvs.bus import connect, jetstream
 from mvs.natsserver import NatsServer
 from projections.host import ProjectionHost
 from projections.registry import projection
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionRunner, open_db
 from streams.base import Event
 from streams.catalog import encode_event, subject_of
 from streams.definitions import EVENTS_STREAM, apply_streams
@@ -114,11 +114,9 @@ async def raw_ordered(url: str, n: int) -> float:
 
 
 async def one_projection(url: str, name: str, path: Path, batch: int) -> tuple[float, int]:
-    import duckdb
-
     nc = await connect(url, name="bench-proj")
     js = jetstream(nc)
-    db = duckdb.connect(str(path))
+    db = open_db(str(path))
     runner = ProjectionRunner(projection(name), db, js, batch=batch)
     runner.prepare()
     await runner.subscribe()

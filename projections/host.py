@@ -46,7 +46,7 @@ from mvs.errors import MvsError, ProjectionError
 from projections import query as q
 from projections.rebuild import RebuildReport, rebuild
 from projections.registry import PROJECTIONS, projection
-from projections.runner import ProjectionRunner, create_core_schema
+from projections.runner import ProjectionRunner, create_core_schema, open_db
 from streams.definitions import EVENTS_STREAM, apply_streams
 
 __all__ = ["ProjectionHost", "Status"]
@@ -107,7 +107,7 @@ class ProjectionHost:
         await apply_streams(self.js)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = duckdb.connect(str(self.path))
+            self.db = open_db(str(self.path))
         except duckdb.Error as exc:
             raise ProjectionError(f"cannot open {self.path} for writing: {exc}") from exc
         con = self.db.cursor()

@@ -34,7 +34,14 @@ from projections.base import Item, Projection
 from streams.catalog import decode_event
 from streams.definitions import EVENTS_STREAM
 
-__all__ = ["CORE_SCHEMA", "ProjectionRunner", "RawMessage", "create_core_schema", "stream_seq"]
+__all__ = [
+    "CORE_SCHEMA",
+    "ProjectionRunner",
+    "RawMessage",
+    "create_core_schema",
+    "open_db",
+    "stream_seq",
+]
 
 CORE_SCHEMA = "core.sql"
 
@@ -53,6 +60,18 @@ def stream_seq(reply: str) -> int:
     # v2: $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>
     #     .<pending>[.<token>]
     return int(tokens[5] if len(tokens) == 9 else tokens[7])
+
+
+def open_db(path: str) -> duckdb.DuckDBPyConnection:
+    """Open the projections file for writing.
+
+    The WAL is checkpointed at 256 MB instead of DuckDB's 16 MB: folding appends a few MB per
+    batch, and checkpointing that often cost a third of the fold time (measured: history fold
+    ~65k -> ~97k events/s on 300k events).
+    """
+    con = duckdb.connect(path)
+    con.execute("SET checkpoint_threshold = '256MB'")
+    return con
 
 
 def create_core_schema(con: duckdb.DuckDBPyConnection) -> None:
