@@ -23,7 +23,8 @@ class Settings:
     ``MVS_NATS_URL``: connect to this server or cluster instead of starting an embedded one.
     ``MVS_NATS_PORT``: the loopback port of the embedded server (default 4222).
     ``MVS_NATS_SYNC``: ``always`` to fsync every write before acknowledging it (see README).
-    ``MVS_CONFIG``: the startup config (default ``config/mvs_startup_config.yaml``).
+    ``MVS_CONFIG``: the startup config (default ``config/mvs_startup_config.yaml`` here, else the
+    project's own).
     ``*_API_KEY``: every variable whose name ends so is kept in ``api_keys`` (by name), for the
     config's ``llm_routing.cloud_api.api_key_env``; never printed or logged.
     """
@@ -66,6 +67,22 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         nats_url=env.get("MVS_NATS_URL") or None,
         nats_port=port,
         nats_sync_always=sync == "always",
-        config_path=Path(env.get("MVS_CONFIG", "config/mvs_startup_config.yaml")),
+        config_path=Path(env["MVS_CONFIG"]) if env.get("MVS_CONFIG") else _default_config(),
         api_keys={k: v for k, v in env.items() if k.endswith("_API_KEY") and v},
     )
+
+
+_CONFIG_NAME = Path("config") / "mvs_startup_config.yaml"
+
+
+def _default_config() -> Path:
+    """``./config/...`` when the working directory has one, else the project's own copy.
+
+    The project's copy sits beside the installed packages in a source checkout (the README's
+    set-up installs MVS in editable mode), so ``mvs`` works from any directory.
+    """
+    local = Path(_CONFIG_NAME)
+    if local.is_file():
+        return local
+    project = Path(__file__).resolve().parents[1] / _CONFIG_NAME
+    return project if project.is_file() else local
