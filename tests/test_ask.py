@@ -55,7 +55,7 @@ def test_ask_without_a_running_system_runs_the_pipeline_in_process(tmp_path: Pat
     assert "running the pipeline in this process" in done.stderr
     reply = json.loads(done.stdout)
     assert reply["route"] == "local_model" and reply["task_type"] == "simple_qa"
-    assert reply["text"] and [s["stage"] for s in reply["stages"]][-1] == "llm"
+    assert reply["text"] and "llm" in [s["stage"] for s in reply["stages"]]
 
 
 def test_ask_goes_to_the_running_request_coordinator(nats_url: str, tmp_path: Path) -> None:

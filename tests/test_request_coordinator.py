@@ -100,7 +100,7 @@ def test_a_cancelled_waiter_does_not_leak_its_slot() -> None:
 async def _events(ctx: ServiceContext) -> list[object]:
     await ctx.events.flush()
     sub = await ctx.js.subscribe("mvs.evt.>", ordered_consumer=True)
-    out = []
+    out: list[object] = []
     while True:
         try:
             out.append(decode_event((await sub.next_msg(timeout=0.5)).data))
@@ -145,7 +145,10 @@ def test_requests_route_fall_back_hit_the_cache_and_are_recorded(
                 "cloud_api", "code_generation", None,
             )
             stages = [s.stage for s in heavy.stages]
-            assert stages == ["flags", "cache", "classify", "memory", "queue", "llm"]
+            # translation and emotion are installed stages; neither service runs here, and
+            # neither is needed for an English request
+            assert stages == ["flags", "translate", "emotion", "cache", "classify", "memory",
+                              "queue", "llm", "translate_back"]
             memory_stage = next(s for s in heavy.stages if s.stage == "memory")
             assert not memory_stage.ok  # MemoryOrchestratorService is not running here
 

@@ -1,13 +1,16 @@
-"""RequestCoordinator: the front door for text requests (and, later, audio and vision).
+"""RequestCoordinator: the front door for text and spoken requests.
 
 Endpoints:
 
 - ``text`` (:class:`~mvs.services.request_pipeline.TextRequest` -> ``TextReply``): the
   pipeline of :mod:`mvs.services.request_pipeline` (flags, cache, classification, memory,
   priority queue, hybrid LLM routing).
+- ``audio`` (:class:`~mvs.services.voice.AudioRequest` -> ``AudioReply``): the voice path
+  of :mod:`mvs.services.voice` (STT, translation, emotion, this pipeline, TTS).
 - ``legacy``: the legacy wire format (``{"type": "text", "data": ..., "session_id",
-  "user_id", "metadata": {"urgency"}}`` answered by ``{"status": "success", "response"}``),
-  so that legacy callers and the shadow replayer can talk to MVS unchanged.
+  "user_id", "metadata": {"urgency"}}`` answered by ``{"status": "success", "response"}``;
+  ``{"type": "audio", "audio_data": <base64 WAV>}`` goes the voice path), so that legacy
+  callers and the shadow replayer can talk to MVS unchanged.
 - ``route``: which task type and route a text would get, without running a model.
 
 The local model is reached through ModelManagerSuite (another process may hold it); the
@@ -28,6 +31,7 @@ from mvs.rpc import ServiceClient
 from mvs.service import Service, ServiceContext, endpoint
 from mvs.services.request_backends import ServiceBackends
 from mvs.services.request_pipeline import Pipeline, PriorityGate, TextReply, TextRequest
+from mvs.services.voice import AudioReply, AudioRequest, VoicePipeline, from_legacy, install
 
 __all__ = ["LegacyReply", "LegacyRequest", "RequestCoordinator", "RouteInfo", "RouteQuery"]
 
@@ -39,6 +43,7 @@ class LegacyRequest(msgspec.Struct, frozen=True, kw_only=True):
 
     type: Literal["text", "audio", "vision"] = "text"
     data: str | None = None
+    audio_data: str | None = None  # base64 WAV (or PCM16 with metadata.format) for "audio"
     context: Any = None
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     user_id: str | None = None
@@ -52,6 +57,7 @@ class LegacyReply(msgspec.Struct, frozen=True, kw_only=True):
     route: str = ""
     request_id: str = ""
     error: str | None = None
+    transcript: str | None = None  # what was heard, for an audio request
 
 
 class RouteQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -119,6 +125,10 @@ class RequestCoordinator(Service):
             spawn=self.spawn,
             source=self.name,
         )
+        # Translation and emotion join as pipeline stages; the voice path hands its transcript
+        # to this pipeline in-process rather than back over NATS to this very service.
+        install(self.pipeline, client)
+        self.voice = VoicePipeline(client, text_handler=self.pipeline.handle)
 
     async def on_stop(self) -> None:
         if self._own_flags is not None:
@@ -132,12 +142,18 @@ class RequestCoordinator(Service):
     async def text(self, req: TextRequest) -> TextReply:
         return await self.pipeline.handle(req)
 
+    @endpoint("audio", request=AudioRequest, reply=AudioReply, concurrency=8)
+    async def audio(self, req: AudioRequest) -> AudioReply:
+        return await self.voice.handle(req)
+
     @endpoint("legacy", request=LegacyRequest, reply=LegacyReply, concurrency=32)
     async def legacy(self, req: LegacyRequest) -> LegacyReply:
+        if req.type == "audio":
+            return await self._legacy_audio(req)
         if req.type != "text":
             return LegacyReply(
                 status="error",
-                error=f"{req.type} requests need the speech/vision services (not running)",
+                error=f"{req.type} requests need the vision service (not part of MVS yet)",
             )
         if not req.data:
             return LegacyReply(status="error", error="a text request needs 'data'")
@@ -154,6 +170,24 @@ class RequestCoordinator(Service):
         return LegacyReply(
             status="success", response=reply.text, route=reply.route, request_id=reply.request_id
         )
+
+    async def _legacy_audio(self, req: LegacyRequest) -> LegacyReply:
+        if not req.audio_data:
+            return LegacyReply(status="error", error="an audio request needs 'audio_data'")
+        try:
+            audio = from_legacy(
+                req.audio_data, session_id=req.session_id, user_id=req.user_id,
+                metadata=req.metadata,
+            )  # fmt: skip
+        except ValueError as exc:
+            return LegacyReply(status="error", error=str(exc))
+        # the legacy reply carries text only, so nothing is spoken for it
+        audio = msgspec.structs.replace(audio, speak=False, request_id=req.request_id)
+        reply = await self.voice.handle(audio)
+        return LegacyReply(
+            status="success", response=reply.text, route=reply.route,
+            request_id=reply.request_id, transcript=reply.transcript,
+        )  # fmt: skip
 
     @endpoint("route", request=RouteQuery, reply=RouteInfo, record=False)
     async def route(self, req: RouteQuery) -> RouteInfo:

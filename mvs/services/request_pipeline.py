@@ -8,13 +8,17 @@ A request goes through named stages, each timed and recorded as a ``request.stag
   means the legacy ``local_first`` policy (every task on the local model, no hybrid routing);
   ``use_unified_memory`` off means no memory context from MemoryOrchestratorService.
 - ``cache``: a repeated request (same text and token limit) is answered from CacheManager
-  (``model_decisions``, 10 min) without touching a model; the route is then ``cache``.
+  (``model_decisions``, 10 min) without touching a model; the route is then ``cache``. The
+  cache keeps the model's answer (before post stages), and post stages run on a hit too, so
+  a translated request answered from the cache still comes back in the user's language.
 - ``classify`` and ``llm``: the hybrid router (:mod:`mvs.llm.router`).
 - ``memory``: the memories most similar to the text (semantic search over all memories,
   score >= 0.35) become context for the model.
 - ``queue``: model calls are admitted by priority (0 most urgent .. 9), FIFO within one.
-- Pre and post stages are where speech-to-text, translation, emotion and text-to-speech join
-  in a later issue: each is a :class:`Stage` that may rewrite the request state.
+- Pre and post stages are where translation and emotion join (:mod:`mvs.services.voice`):
+  each is a :class:`Stage` that may rewrite the request state.
+- ``metadata.kind`` (``text``, ``audio`` or ``vision``) is the kind the request is recorded
+  with; the voice path sends its transcript as ``audio``.
 
 Storing the answer in the cache and the exchange as session memory happens after the reply
 is sent, so neither delays the user. Events go out in the background batch.
@@ -30,7 +34,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgspec
 
@@ -43,6 +47,7 @@ from mvs.services.request_backends import ServiceBackends
 from streams.base import Event
 from streams.events.requests import (
     RequestCompleted,
+    RequestKind,
     RequestReceived,
     RequestRouted,
     RequestStageCompleted,
@@ -67,6 +72,7 @@ FLAG_ROUTING = "use_mvs_routing"
 FLAG_MEMORY = "use_unified_memory"
 SYSTEM_PROMPT = "You are a helpful voice assistant. Answer briefly and plainly."
 MAX_TEXT = 8000
+_KINDS = ("text", "audio", "vision")
 
 
 class TextRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -117,6 +123,7 @@ class RequestState:
     task_type: str = ""
     context: list[str] = field(default_factory=list)
     answer: str = ""
+    model_answer: str = ""  # the answer before post stages (translation): what the cache keeps
     model: str = ""
     route: Route = "none"
     routed: RoutedResult | None = None
@@ -218,8 +225,10 @@ class Pipeline:
             text=text,
             started=time.perf_counter(),
         )
+        kind = req.metadata.get("kind", "text")
         self._emit(RequestReceived(
             request_id=state.request_id, text=text, session_id=req.session_id,
+            kind=cast(RequestKind, kind) if kind in _KINDS else "text",
             user_id=req.user_id, priority=req.priority, task_type=req.task_type,
             metadata=req.metadata,
         ))  # fmt: skip
@@ -274,6 +283,8 @@ class Pipeline:
                 state.answer, state.model = str(hit.get("text", "")), str(hit.get("model", ""))
                 state.task_type = str(hit.get("task_type", ""))
                 state.route, state.cached = "cache", True
+                state.model_answer = state.answer
+                await self._post(state)
                 return
         async with self._stage(state, "classify") as mark:
             state.task_type = req.task_type or classify(state.text).task_type
@@ -301,6 +312,10 @@ class Pipeline:
             reason=routed.reason or routed.decision.rule, fallback_from=routed.fallback_from,
             flags=state.flags,
         ))  # fmt: skip
+        state.model_answer = state.answer
+        await self._post(state)
+
+    async def _post(self, state: RequestState) -> None:
         for stage in self.post_stages:
             async with self._stage(state, stage.name):
                 await stage.run(state)
@@ -337,9 +352,9 @@ class Pipeline:
         key = state.cache_key
         if key and state.request.use_cache:
             async with self._stage(state, "cache_store", reraise=False):
-                await self.backends.cache_set(
-                    key, {"text": state.answer, "model": state.model, "task_type": state.task_type}
-                )
+                await self.backends.cache_set(key, {
+                    "text": state.model_answer, "model": state.model, "task_type": state.task_type,
+                })  # fmt: skip
         if state.request.session_id and state.flags.get(FLAG_MEMORY):
             async with self._stage(state, "remember", reraise=False):
                 await self.backends.remember(state)

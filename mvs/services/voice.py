@@ -240,7 +240,12 @@ class TranslationStage:
         lang = meta.get("language") or detect_language(state.text) or "en"
         if lang.lower().startswith("en") or meta.get("kind") == "audio":
             return  # English already, or the voice path translates itself
-        state.text = await self.translate(state.text, lang, "en", state.request.session_id)
+        try:
+            state.text = await self.translate(state.text, lang, "en", state.request.session_id)
+        except ServiceCallError:
+            if meta.get("language"):
+                raise  # the caller said which language: not answering in it is a failure
+            return  # a guessed language (maybe wrongly): answer the text as it came
         self._languages[state.request_id] = lang
         while len(self._languages) > 10_000:  # requests that failed before the post stage
             self._languages.pop(next(iter(self._languages)))
