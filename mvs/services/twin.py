@@ -1,38 +1,45 @@
 """SystemDigitalTwin: the live state of the system, and what-if answers about load.
 
-State, all folded from what flows on NATS (the same facts the DuckDB projections hold):
+The state is read from the DuckDB ``twin`` projection (see ``projections/twin.sql``), not
+folded here: :class:`~mvs.services.twin_state.TwinReader` queries it through the projection
+host that runs in the same process (``ctx.extras["projections"]``; over NATS otherwise) after
+waiting briefly for it to apply the stream's latest events. Every reply says which stream
+sequence it reflects (``as_of_seq``; below ``stream_seq`` if the projection was still behind).
 
-- services and their health: the heartbeats on ``mvs.hb.>``;
-- the host: CPU and memory sampled with psutil every ``twin.host_sample_interval_s``, each
-  sample a ``twin.host_sampled.v1`` event (background, batched);
-- loaded models, with measured memory: the ``model`` events, replayed from the log at start
-  (an ordered consumer) and then followed live;
-- circuit breakers: the ``breaker`` events, replayed the same way;
-- feature flags: the process's :class:`~mvs.flags.FlagStore` (KV watch).
+- services and their health: ``services`` (registered, health reports, crashes, restarts);
+- hosts: ``hosts``, the latest ``twin.host_sampled.v1`` of each host. The twin samples its own
+  host (psutil, every ``twin.host_sample_interval_s``, and once at start) and publishes each
+  sample as that event: its own figures come back through the projection like any host's;
+- loaded models, with measured memory: ``models`` (loaded) and ``model_events``;
+- feature flags: ``flags`` over the configured defaults (a default is never an event);
+- circuit breakers: ``breakers``.
 
-``simulate_load`` answers the legacy twin's question, "can I load this?": from the last
-measured host memory and the models' measured sizes (the last ``model.loaded.v1`` of each
-model, or the size the caller states), it says ``proceed``, ``caution`` (over
-``twin.caution_memory_percent``, or an eviction from the pool would be needed) or ``deny``
-(over ``twin.deny_memory_percent`` of host memory, or over the pool's ``memory_budget_mb``).
+``simulate_load`` answers the legacy twin's question, "can I load this?": from the host's
+latest sampled memory and the models' measured sizes (the last ``model.loaded.v1`` of each
+model that measured one, or the size the caller states), it says ``proceed``, ``caution``
+(over ``twin.caution_memory_percent``, or an eviction from the pool would be needed) or
+``deny`` (over ``twin.deny_memory_percent`` of host memory, or over the pool's
+``memory_budget_mb``).
+
+Without a projection host the twin stays up, reports ``degraded`` health naming the problem
+and answers ``status``/``simulate_load`` with a 503 error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any, Literal
 
 import msgspec
 import psutil
 
+from mvs.errors import ProjectionError, ServiceCallError
 from mvs.metrics import HOST_CPU_PERCENT, HOST_MEMORY_USED_BYTES
-from mvs.rpc import HEARTBEAT_PREFIX, Empty, Heartbeat
+from mvs.rpc import Empty
 from mvs.service import Service, endpoint
-from streams.catalog import decode_event
-from streams.events.models import ModelEvicted, ModelLoaded, ModelUnloaded
-from streams.events.system import BreakerStateChanged, HostSampled
+from mvs.services.twin_state import Snapshot, TwinReader
+from streams.events.system import HostSampled
 
 __all__ = [
     "BreakerView",
@@ -44,6 +51,10 @@ __all__ = [
     "SystemDigitalTwin",
     "TwinStatus",
 ]
+
+# How long a reply waits for the projection to apply the latest events before it is served
+# as it stands (saying so with as_of_seq < stream_seq).
+SYNC_WAIT_S = 2.0
 
 
 class HostView(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,6 +74,7 @@ class ServiceView(msgspec.Struct, frozen=True, kw_only=True):
     process: str = ""
     pid: int | None = None
     last_seen_at: float = 0.0
+    detail: str = ""
 
 
 class ModelView(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,6 +101,8 @@ class TwinStatus(msgspec.Struct, frozen=True, kw_only=True):
     models: list[ModelView]
     flags: dict[str, float]
     breakers: list[BreakerView]
+    as_of_seq: int = 0  # the stream sequence this state reflects
+    stream_seq: int = 0  # the stream's last sequence when asked
 
 
 class SimulateLoad(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,9 +119,21 @@ class LoadDecision(msgspec.Struct, frozen=True, kw_only=True):
     projected_memory_percent: float
     pool_memory_mb: float
     pool_budget_mb: float
+    as_of_seq: int = 0
+    host_sampled_at: float = 0.0  # when the host memory figure was measured
 
 
-_heartbeat = msgspec.msgpack.Decoder(Heartbeat)
+def _f(value: Any) -> float:
+    return float(value) if value is not None else 0.0
+
+
+def _host_view(row: dict[str, Any]) -> HostView:
+    used, total = _f(row["memory_used_mb"]), _f(row["memory_total_mb"])
+    return HostView(
+        host=row["host"], cpu_percent=_f(row["cpu_percent"]), memory_used_mb=used,
+        memory_total_mb=total, memory_percent=round(100 * used / total, 2) if total else 0.0,
+        load_average=row["load_average"], at=_f(row["sampled_at"]),
+    )
 
 
 class SystemDigitalTwin(Service):
@@ -118,109 +144,87 @@ class SystemDigitalTwin(Service):
     async def on_start(self) -> None:
         cfg = self.ctx.config
         self.sample_every = cfg.twin.host_sample_interval_s if cfg else 10.0
-        self.services: dict[str, ServiceView] = {}
-        self.hosts: dict[str, HostView] = {}
-        self.models: dict[str, ModelView] = {}
-        self.model_sizes: dict[str, float] = {}
-        self.breaker_states: dict[tuple[str, str], BreakerView] = {}
-        nc, js = self.ctx.nc, self.ctx.js
-        self._subs: list[Any] = [await nc.subscribe(f"{HEARTBEAT_PREFIX}.>", cb=self._on_beat)]
-        for subject in ("mvs.evt.model.>", "mvs.evt.breaker.>", "mvs.evt.twin.>"):
-            # ordered consumers replay the (small) history, then follow it live
-            self._subs.append(await js.subscribe(subject, ordered_consumer=True, cb=self._on_event))
+        self.last_sample_at = 0.0
+        host = self.ctx.extras.get("projections")
+        self.reader = TwinReader(self.ctx.nc, self.ctx.js, host=host)
         psutil.cpu_percent(interval=None)  # prime: the first reading of a process is 0.0
-        self._sample()
+        # The first sample now, so the projection knows this host before anyone asks.
+        self.ctx.events.emit(self._sample())
         self.spawn(self._sample_loop(), name="twin-host-sampler")
 
-    async def on_stop(self) -> None:
-        for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
-    async def _on_beat(self, msg: Any) -> None:
-        try:
-            beat = _heartbeat.decode(msg.data)
-        except msgspec.DecodeError:
-            return
-        self.services[beat.service] = ServiceView(
-            service=beat.service, host=beat.host, status=beat.status, process=beat.process,
-            pid=beat.pid, last_seen_at=beat.at,
-        )
-
-    async def _on_event(self, msg: Any) -> None:
-        try:
-            ev = decode_event(msg.data)
-        except Exception:  # a bad event must not stop the twin; the projection dead-letters it
-            return
-        if isinstance(ev, ModelLoaded):
-            self.models[ev.model_id] = ModelView(
-                model_id=ev.model_id, kind=ev.kind, backend=ev.backend, host=ev.host,
-                memory_mb=ev.memory_mb, loaded_at=ev.occurred_at,
-            )
-            if ev.memory_mb > 0:
-                self.model_sizes[ev.model_id] = ev.memory_mb
-        elif isinstance(ev, ModelUnloaded | ModelEvicted):
-            self.models.pop(ev.model_id, None)
-        elif isinstance(ev, BreakerStateChanged):
-            self.breaker_states[(ev.service, ev.dependency)] = BreakerView(
-                service=ev.service, dependency=ev.dependency, state=ev.to_state,
-                failures=ev.failures, at=ev.occurred_at,
-            )
-        elif isinstance(ev, HostSampled) and ev.host != self.ctx.host:
-            total = ev.memory_total_mb or 1.0
-            self.hosts[ev.host] = HostView(
-                host=ev.host, cpu_percent=ev.cpu_percent, memory_used_mb=ev.memory_used_mb,
-                memory_total_mb=ev.memory_total_mb,
-                memory_percent=round(100 * ev.memory_used_mb / total, 2),
-                load_average=ev.load_average, at=ev.occurred_at,
-            )
-
-    def _sample(self) -> HostView:
+    def _sample(self) -> HostSampled:
         mem = psutil.virtual_memory()
         cpu = psutil.cpu_percent(interval=None)
         load = psutil.getloadavg()[0] if hasattr(psutil, "getloadavg") else None
-        view = HostView(
-            host=self.ctx.host,
-            cpu_percent=cpu,
-            memory_used_mb=round((mem.total - mem.available) / 2**20, 1),
-            memory_total_mb=round(mem.total / 2**20, 1),
-            memory_percent=round(100.0 * (mem.total - mem.available) / mem.total, 2),
-            load_average=load,
-            at=time.time(),
-        )
-        self.hosts[self.ctx.host] = view
+        self.last_sample_at = time.time()
         HOST_CPU_PERCENT.labels(self.ctx.host).set(cpu)
         HOST_MEMORY_USED_BYTES.labels(self.ctx.host).set(mem.total - mem.available)
-        return view
+        return HostSampled(
+            host=self.ctx.host, cpu_percent=cpu,
+            memory_used_mb=round((mem.total - mem.available) / 2**20, 1),
+            memory_total_mb=round(mem.total / 2**20, 1), load_average=load, source=self.name,
+        )
 
     async def _sample_loop(self) -> None:
         while True:
             await asyncio.sleep(self.sample_every)
-            view = self._sample()
-            self.ctx.events.emit(
-                HostSampled(
-                    host=view.host, cpu_percent=view.cpu_percent,
-                    memory_used_mb=view.memory_used_mb, memory_total_mb=view.memory_total_mb,
-                    load_average=view.load_average, source=self.name,
-                )
-            )
+            self.ctx.events.emit(self._sample())
+
+    async def _snapshot(self) -> Snapshot:
+        try:
+            return await self.reader.snapshot(wait_s=SYNC_WAIT_S)
+        except ProjectionError as exc:
+            raise ServiceCallError(
+                f"the twin projection is unavailable: {exc}", code="503"
+            ) from exc
+        except Exception as exc:  # e.g. the in-process host stopped under us
+            raise ServiceCallError(
+                f"the twin projection is unavailable: {type(exc).__name__}: {exc}", code="503"
+            ) from exc
+
+    def _process_of(self, service: str) -> str:
+        spec = self.ctx.config.services.get(service) if self.ctx.config else None
+        return spec.process if spec is not None else ""
+
+    def _flags(self, rows: list[dict[str, Any]]) -> dict[str, float]:
+        cfg = self.ctx.config
+        flags = {k: v.fraction for k, v in cfg.feature_flags.items()} if cfg else {}
+        flags.update({r["name"]: _f(r["fraction"]) for r in rows})
+        return dict(sorted(flags.items()))
 
     @endpoint("status", request=Empty, reply=TwinStatus, record=False)
     async def status(self, req: Empty) -> TwinStatus:
-        flags = self.ctx.flags.snapshot() if self.ctx.flags is not None else {}
-        stale_after = 3 * self.heartbeat_s
-        now = time.time()
-        services = [
-            v if now - v.last_seen_at <= stale_after else msgspec.structs.replace(v, status="stale")
-            for _, v in sorted(self.services.items())
-        ]
+        snap = await self._snapshot()
+        rows = snap.rows
         return TwinStatus(
-            generated_at=now,
-            hosts=[v for _, v in sorted(self.hosts.items())],
-            services=services,
-            models=[v for _, v in sorted(self.models.items())],
-            flags={k: v.fraction for k, v in sorted(flags.items())},
-            breakers=[v for _, v in sorted(self.breaker_states.items())],
+            generated_at=time.time(),
+            hosts=[_host_view(r) for r in rows["hosts"]],
+            services=[
+                ServiceView(
+                    service=r["service"], host=r["host"] or "", status=r["status"] or "unknown",
+                    process=self._process_of(r["service"]), pid=r["pid"],
+                    last_seen_at=_f(r["last_seen_at"]), detail=r["health_detail"] or "",
+                )
+                for r in rows["services"]
+            ],
+            models=[
+                ModelView(
+                    model_id=r["model_id"], kind=r["kind"] or "", backend=r["backend"] or "",
+                    host=r["host"] or "", memory_mb=_f(r["memory_mb"]),
+                    loaded_at=_f(r["loaded_at"]),
+                )
+                for r in rows["models"]
+            ],
+            flags=self._flags(rows["flags"]),
+            breakers=[
+                BreakerView(
+                    service=r["service"], dependency=r["dependency"], state=r["state"] or "",
+                    failures=int(r["failures"] or 0), at=_f(r["updated_at"]),
+                )
+                for r in rows["breakers"]
+            ],
+            as_of_seq=snap.as_of_seq,
+            stream_seq=snap.stream_seq,
         )
 
     @endpoint("simulate_load", request=SimulateLoad, reply=LoadDecision)
@@ -230,19 +234,28 @@ class SystemDigitalTwin(Service):
         deny_pct = cfg.twin.deny_memory_percent if cfg else 90.0
         budget = float(cfg.resource_pool.memory_budget_mb) if cfg else 1536.0
         max_models = cfg.resource_pool.max_models_in_memory if cfg else 3
+        snap = await self._snapshot()
+        loaded = {r["model_id"]: _f(r["memory_mb"]) for r in snap.rows["models"]}
+        sizes = {r["model_id"]: _f(r["memory_mb"]) for r in snap.rows["sizes"]}
         required = req.extra_memory_mb
-        new_models = [m for m in req.model_ids if m not in self.models]
+        new_models = [m for m in req.model_ids if m not in loaded]
         for model in new_models:
-            size = req.memory_mb.get(model, self.model_sizes.get(model))
+            size = req.memory_mb.get(model, sizes.get(model))
             if size is None:
                 raise ValueError(
                     f"no measured size for model {model!r}: load it once or state memory_mb"
                 )
             required += size
-        host = self._sample()
+        own = [r for r in snap.rows["hosts"] if r["host"] == self.ctx.host]
+        if not own or not own[0]["memory_total_mb"]:
+            raise ServiceCallError(
+                f"no memory sample of host {self.ctx.host!r} in the twin projection yet "
+                f"(as of seq {snap.as_of_seq})", code="503",
+            )
+        host = _host_view(own[0])
         available = host.memory_total_mb - host.memory_used_mb
         projected = 100.0 * (host.memory_used_mb + required) / host.memory_total_mb
-        pool_mb = sum(m.memory_mb for m in self.models.values())
+        pool_mb = sum(loaded.values())
         reasons: list[str] = []
         decision: Literal["proceed", "caution", "deny"] = "proceed"
         if projected > deny_pct:
@@ -255,7 +268,7 @@ class SystemDigitalTwin(Service):
             if projected > caution_pct:
                 decision = "caution"
                 reasons.append(f"host memory would reach {projected:.1f}% (> {caution_pct:.0f}%)")
-            if len(self.models) + len(new_models) > max_models:
+            if len(loaded) + len(new_models) > max_models:
                 decision = "caution"
                 reasons.append(f"pool holds {max_models} models: an eviction would be needed")
             if pool_mb + required > budget:
@@ -270,15 +283,22 @@ class SystemDigitalTwin(Service):
             decision=decision, reasons=reasons, required_mb=round(required, 1),
             available_mb=round(available, 1), projected_memory_percent=round(projected, 2),
             pool_memory_mb=round(pool_mb, 1), pool_budget_mb=budget,
+            as_of_seq=snap.as_of_seq, host_sampled_at=host.at,
         )
 
     async def check_health(self) -> dict[str, str]:
-        checks = {"host_sampler": "ok"}
-        own = self.hosts.get(self.ctx.host)
-        if own is None or time.time() - own.at > 3 * self.sample_every:
+        checks = {"host_sampler": "ok", "projections": "ok"}
+        if time.time() - self.last_sample_at > 3 * self.sample_every:
             checks["host_sampler"] = "no recent host sample"
-        # The projection host runs in this process (if any); its failure degrades the twin.
+        # The projection host runs in this process (if any); without it the twin has no state.
         problem = self.ctx.extras.get("projections_error")
         if problem:
             checks["projections"] = f"projection host down: {problem}"
+        else:
+            try:
+                await asyncio.wait_for(self.reader.position(), 2.0)
+            except (ProjectionError, TimeoutError) as exc:
+                checks["projections"] = f"projection host unavailable: {exc or 'no answer'}"
+            except Exception as exc:  # a broken host is a finding, not a crash of the twin
+                checks["projections"] = f"projection host unavailable: {type(exc).__name__}: {exc}"
         return checks
