@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import duckdb
 import msgspec
@@ -44,8 +44,6 @@ __all__ = [
     "insert_rows",
 ]
 
-
-
 _sorted_json = msgspec.json.Encoder(order="sorted")
 
 
@@ -68,9 +66,12 @@ class _Delete:
 DELETE: Any = _Delete()
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One decoded stream message."""
+class Item(NamedTuple):
+    """One decoded stream message.
+
+    A NamedTuple rather than a frozen dataclass: one is built per event per projection, and a
+    frozen dataclass's ``__init__`` (``object.__setattr__`` per field) cost ~3 us of that.
+    """
 
     seq: int
     subject: str

@@ -101,7 +101,10 @@ async def rebuild(
     name = live.projection.name
     con = db.cursor()
     _drop_leftovers(con, name)
-    fresh = ProjectionRunner(projection(name, REBUILD_SUFFIX), db, js, batch=batch)
+    fresh = ProjectionRunner(
+        projection(name, REBUILD_SUFFIX), db, js, batch=batch, decoder=live.decoder,
+        executor=live.executor,
+    )
     fresh.prepare()
     await fresh.subscribe()
     started = time.perf_counter()

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import Executor
+from typing import NamedTuple
 
 import duckdb
 import pyarrow as pa
@@ -31,11 +34,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from projections.base import Item, Projection
+from streams.base import Event
 from streams.catalog import decode_event
 from streams.definitions import EVENTS_STREAM
 
 __all__ = [
     "CORE_SCHEMA",
+    "DecodeCache",
     "ProjectionRunner",
     "RawMessage",
     "create_core_schema",
@@ -46,8 +51,9 @@ __all__ = [
 CORE_SCHEMA = "core.sql"
 
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
+class RawMessage(NamedTuple):
+    """One stream message as fetched (a NamedTuple: built per message, cheaply)."""
+
     seq: int
     subject: str
     data: bytes
@@ -83,6 +89,37 @@ def create_core_schema(con: duckdb.DuckDBPyConnection) -> None:
             ln.strip().startswith("--") or not ln.strip() for ln in stmt.splitlines()
         ):
             con.execute(stmt)
+
+
+class DecodeCache:
+    """Events decoded by one projection of a host, reused by the others.
+
+    Every event reaches ``history`` and one domain projection, each through its own durable
+    consumer; decoding was the largest cost of both. The entry of a sequence is used only if
+    its raw bytes are the same (a reset stream reuses sequences). Events are frozen Structs,
+    so sharing them between fold threads is safe. Bounded: the oldest entries are dropped.
+    """
+
+    def __init__(self, size: int = 50_000) -> None:
+        self.size = size
+        self._entries: dict[int, tuple[bytes, Event]] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def decode(self, seq: int, data: bytes) -> Event:
+        hit = self._entries.get(seq)
+        if hit is not None and hit[0] == data:
+            self.hits += 1
+            return hit[1]
+        event = decode_event(data)
+        with self._lock:
+            entries = self._entries
+            entries[seq] = (data, event)
+            if len(entries) > 2 * self.size:
+                # dropping in bulk: deleting one oldest key at a time degrades dict iteration
+                keep = itertools.islice(entries.items(), len(entries) - self.size, None)
+                self._entries = dict(keep)
+        return event
 
 
 class _Puller:
@@ -147,8 +184,13 @@ class ProjectionRunner:
         js: JetStreamContext,
         *,
         batch: int = 5000,
+        decoder: DecodeCache | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.projection = projection
+        self.decoder = decoder
+        # where batches fold (None: asyncio's default thread pool)
+        self.executor = executor
         self.con = db.cursor()
         self.js = js
         self.batch = batch
@@ -226,7 +268,7 @@ class ProjectionRunner:
         """Fetch, fold and ack one batch; the number of messages fetched (0: caught up)."""
         msgs = await self.fetch(timeout)
         if msgs:
-            await asyncio.to_thread(self.apply, self.raw(msgs))
+            await self._in_thread(self.raw(msgs))
             await msgs[-1].ack()
         return len(msgs)
 
@@ -255,13 +297,16 @@ class ProjectionRunner:
                 inflight = None
             if msgs:
                 last = msgs[-1]
-                inflight = asyncio.ensure_future(asyncio.to_thread(self.apply, self.raw(msgs)))
+                inflight = asyncio.ensure_future(self._in_thread(self.raw(msgs)))
             elif until_idle and waited:
                 break
         if inflight is not None:
             await inflight
             assert last is not None
             await last.ack()
+
+    async def _in_thread(self, msgs: list[RawMessage]) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.apply, msgs)
 
     def apply(self, msgs: list[RawMessage]) -> None:
         """Fold ``msgs`` into DuckDB in one transaction (see the module docstring)."""
@@ -292,12 +337,13 @@ class ProjectionRunner:
         dead: list[tuple[RawMessage, str]] = []
         new_ids: list[tuple[str, int]] = []
         seen: set[str] = set()
+        cache = self.decoder
         for m in msgs:
             if failure is not None:
                 dead.append((m, failure))
                 continue
             try:
-                event = decode_event(m.data)
+                event = decode_event(m.data) if cache is None else cache.decode(m.seq, m.data)
             except Exception as exc:  # any decode failure is the message's fault, not ours
                 dead.append((m, f"undecodable: {exc}"))
                 continue
