@@ -33,7 +33,12 @@ SPECS = [
 
 def test_model_manager_serves_the_pool(nats_url: str) -> None:
     async def main() -> None:
-        config = load_config("config/mvs_startup_config.yaml")
+        # This test owns which models load and when (the pool starts empty), so the shipped
+        # preload list, which names speech models these SPECS leave out, is not used here.
+        shipped = load_config("config/mvs_startup_config.yaml")
+        config = msgspec.structs.replace(
+            shipped, resource_pool=msgspec.structs.replace(shipped.resource_pool, preload_models=())
+        )
         ctx = await ServiceContext.connect(nats_url, config=config)
         await apply_streams(ctx.js)
         svc = ModelManagerSuite(ctx, specs=SPECS)
@@ -89,3 +94,11 @@ def test_model_manager_serves_the_pool(nats_url: str) -> None:
             await ctx.close()
 
     asyncio.run(main())
+
+
+def test_the_shipped_preload_list_names_known_models_within_the_pool_cap() -> None:
+    pool = load_config("config/mvs_startup_config.yaml").resource_pool
+    known = {spec.model_id for spec in DEFAULT_MODELS}
+    assert pool.preload_models and set(pool.preload_models) <= known
+    # more than the cap would have the preload evict its own models
+    assert len(pool.preload_models) <= pool.max_models_in_memory

@@ -119,8 +119,10 @@ def test_requests_route_fall_back_hit_the_cache_and_are_recorded(
         base = load_config("config/mvs_startup_config.yaml")
         routing = base.llm_routing
         cloud_api = msgspec.structs.replace(routing.cloud_api, base_url=openai_server)
+        # no preload: only the models the requests need load, when they need them
         config = msgspec.structs.replace(
-            base, llm_routing=msgspec.structs.replace(routing, cloud_api=cloud_api)
+            base, llm_routing=msgspec.structs.replace(routing, cloud_api=cloud_api),
+            resource_pool=msgspec.structs.replace(base.resource_pool, preload_models=()),
         )
         ctx = await ServiceContext.connect(nats_url, config=config)
         ctx.extras["settings"] = load_settings({cloud_api.api_key_env: API_KEY})
