@@ -9,11 +9,13 @@ coroutines touch (the last-version cache) is only touched on that loop, so it ne
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import hashlib
 import logging
 import re
 import threading
+import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -126,11 +128,27 @@ def translate_error(exc: BaseException, doing: str) -> PersistenceError:
     return OperationalError(f"{doing}: {type(exc).__name__}: {exc}")
 
 
+# Runtimes not closed yet. A factory nobody closed keeps its loop thread (a daemon) and its
+# client alive until the interpreter ends; once the server is gone that client retries the
+# dead address every half second and logs each refusal to stderr, so they are closed at exit.
+_OPEN: weakref.WeakSet[NatsRuntime] = weakref.WeakSet()
+
+
+def _close_open_runtimes() -> None:
+    for runtime in list(_OPEN):
+        with contextlib.suppress(Exception):
+            runtime.close()
+
+
+atexit.register(_close_open_runtimes)
+
+
 class NatsRuntime:
     """A nats-py connection living on its own event-loop thread.
 
     ``call`` runs a coroutine there and waits for it from any other thread; ``close``
-    drains the connection and stops the thread. Used by the recorders of one factory.
+    drains the connection and stops the thread (at interpreter exit if nobody did). Used by
+    the recorders of one factory.
     """
 
     def __init__(self, url: str, *, name: str = "mvs-eventstore", timeout: float = 10.0) -> None:
@@ -153,6 +171,7 @@ class NatsRuntime:
         except BaseException:
             self._stop_loop()
             raise
+        _OPEN.add(self)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -181,6 +200,7 @@ class NatsRuntime:
         if self._closed:
             return
         self._closed = True
+        _OPEN.discard(self)
 
         async def _shutdown() -> None:
             if not hasattr(self, "nc"):

@@ -338,3 +338,18 @@ def test_a_recorder_whose_server_is_gone_raises_operational_error(tmp_path: Any)
         server.stop()
     with pytest.raises(OperationalError, match="closed"):
         recorder.select_events(oid)
+
+
+def test_a_runtime_nobody_closed_is_closed_at_interpreter_exit(
+    store_server: NatsServer,
+) -> None:
+    import mvs.eventstore_runtime as runtime_module
+
+    left_open = NatsRuntime(store_server.url, timeout=5.0)
+    closed_first = NatsRuntime(store_server.url, timeout=5.0)
+    closed_first.close()
+    assert left_open in runtime_module._OPEN and closed_first not in runtime_module._OPEN
+    # What atexit runs: a client left to outlive its server would retry it for ever.
+    runtime_module._close_open_runtimes()
+    assert left_open.closed and left_open.nc.is_closed
+    assert left_open not in runtime_module._OPEN
