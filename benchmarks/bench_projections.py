@@ -139,13 +139,17 @@ async def one_projection(url: str, name: str, path: Path, batch: int) -> tuple[f
     return took, runner.events_applied + runner.dead_lettered
 
 
-async def host_run(url: str, path: Path, batch: int, n: int) -> dict[str, float]:
+async def host_run(
+    url: str, path: Path, batch: int, n: int, fold_threads: int | None = None
+) -> dict[str, float]:
     nc = await connect(url, name="bench-host")
     out: dict[str, float] = {}
-    async with ProjectionHost(nc, path, batch=batch, serve=False) as host:
+    host = ProjectionHost(nc, path, batch=batch, serve=False, fold_threads=fold_threads)
+    async with host:
         started = time.perf_counter()
         await host.catch_up(timeout=None)
         out["host"] = time.perf_counter() - started
+        out["decode_hits"] = float(host.decoder.hits)
         for name in ("history", "memory"):
             started = time.perf_counter()
             report = await host.rebuild(name)
@@ -156,7 +160,9 @@ async def host_run(url: str, path: Path, batch: int, n: int) -> dict[str, float]
     return out
 
 
-async def main_async(n: int, batch: int) -> None:
+async def main_async(
+    n: int, batch: int, fold_threads: int | None, host_only: bool
+) -> None:
     events = make_events(n)
     with tempfile.TemporaryDirectory(prefix="bench-proj-") as tmp:
         server = NatsServer(store_dir=Path(tmp) / "nats", port=0)
@@ -167,18 +173,20 @@ async def main_async(n: int, batch: int) -> None:
             raw = await raw_ordered(url, n)
             raw_rate = n / raw
             print(f"raw ordered consumer:          {raw_rate:>10,.0f} events/s ({raw:.2f}s)")
-            for name in ("history", "memory", "requests", "twin"):
+            for name in () if host_only else ("history", "memory", "requests", "twin"):
                 secs, count = await one_projection(url, name, Path(tmp) / f"{name}.duckdb", batch)
                 print(
                     f"projection {name:<10} alone:   {count / secs:>10,.0f} events/s of its own "
                     f"({count} in {secs:.2f}s); stream {n / secs:>10,.0f}/s = "
                     f"{n / secs / raw_rate:.2f}x raw"
                 )
-            figures = await host_run(url, Path(tmp) / "host.duckdb", batch, n)
+            figures = await host_run(url, Path(tmp) / "host.duckdb", batch, n, fold_threads)
             host_rate = n / figures["host"]
             print(
                 f"all projections (host):        {host_rate:>10,.0f} events/s "
-                f"({figures['host']:.2f}s) = {host_rate / raw_rate:.2f}x raw"
+                f"({figures['host']:.2f}s) = {host_rate / raw_rate:.2f}x raw; "
+                f"{fold_threads or 'default'} fold threads, "
+                f"{figures['decode_hits']:,.0f} shared decodes"
             )
             for name in ("history", "memory"):
                 ev = figures[f"rebuild_{name}_events"]
@@ -195,9 +203,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="50k events instead of 1M")
     parser.add_argument("--events", type=int, default=None)
     parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--fold-threads", type=int, default=None,
+                        help="the host's fold threads (default: one per projection)")
+    parser.add_argument("--host-only", action="store_true", help="skip single projections")
     args = parser.parse_args()
     n = args.events or (50_000 if args.quick else 1_000_000)
-    asyncio.run(main_async(n, args.batch))
+    asyncio.run(main_async(n, args.batch, args.fold_threads, args.host_only))
 
 
 if __name__ == "__main__":
