@@ -202,7 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="50k events instead of 1M")
     parser.add_argument("--events", type=int, default=None)
-    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=10000)
     parser.add_argument("--fold-threads", type=int, default=None,
                         help="the host's fold threads (default: one per projection)")
     parser.add_argument("--host-only", action="store_true", help="skip single projections")

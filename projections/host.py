@@ -70,7 +70,7 @@ class ProjectionHost:
         duckdb_path: Path | str,
         *,
         names: tuple[str, ...] | None = None,
-        batch: int = 5000,
+        batch: int = 10000,
         serve: bool = True,
         url: str | None = None,
         fold_threads: int | None = None,

@@ -95,7 +95,7 @@ async def rebuild(
     js: JetStreamContext,
     live: ProjectionRunner,
     *,
-    batch: int = 5000,
+    batch: int = 10000,
 ) -> RebuildReport:
     """Rebuild ``live``'s projection; ``live`` must not be running (its loop halted)."""
     name = live.projection.name

@@ -183,7 +183,7 @@ class ProjectionRunner:
         db: duckdb.DuckDBPyConnection,
         js: JetStreamContext,
         *,
-        batch: int = 5000,
+        batch: int = 10000,
         decoder: DecodeCache | None = None,
         executor: Executor | None = None,
     ) -> None:
