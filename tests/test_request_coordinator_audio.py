@@ -11,21 +11,17 @@ import asyncio
 import base64
 import json
 import re
-import threading
-from collections.abc import Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import msgspec
 import pytest
+from service_loop import ServiceLoop, running
 
-from mvs.config import ResourcePool, load_config
 from mvs.errors import ServiceCallError
 from mvs.flags import FlagStore
 from mvs.models.audio import decode_audio
-from mvs.natsserver import NatsServer
 from mvs.rpc import ServiceClient
-from mvs.service import ServiceContext
 from mvs.services.cache import CacheManager
 from mvs.services.model_manager import ModelManagerSuite
 from mvs.services.request_coordinator import RequestCoordinator
@@ -35,10 +31,8 @@ from mvs.services.translation import TranslationService
 from mvs.services.tts import SynthesizeReply, SynthesizeRequest, TTSService
 from mvs.services.voice import AudioReply, AudioRequest
 from streams.catalog import decode_event
-from streams.definitions import apply_streams
 from streams.events.requests import RequestCompleted, RequestReceived
 
-T = TypeVar("T")
 R = TypeVar("R", bound=msgspec.Struct)
 RC = "RequestCoordinator"
 QUESTION = "What is the capital of France?"
@@ -48,25 +42,11 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
-class Host:
+class Host(ServiceLoop):
     """The services in a background loop; tests call them over NATS from the main thread."""
 
-    def __init__(self, url: str, home: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.url, self.home = url, home
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 180.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
     async def start(self) -> None:
-        config = load_config("config/mvs_startup_config.yaml")
-        config = msgspec.structs.replace(
-            config, resource_pool=ResourcePool(max_models_in_memory=3, preload_models=())
-        )
-        self.ctx = await ServiceContext.connect(self.url, config=config)
-        await apply_streams(self.ctx.js)
+        self.ctx = await self.connect()
         # every session on the MVS path, without the emotion stage (EmotionService is not here)
         self.ctx.flags = await FlagStore.open(self.ctx.js, events=self.ctx.events, defaults={
             "use_mvs_routing": 1.0, "use_unified_memory": 0.0, "use_consolidated_emotion": 0.0,
@@ -117,17 +97,8 @@ class Host:
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     base = tmp_path_factory.mktemp("rc-audio")
-    server = NatsServer(store_dir=base / "nats", port=0)
-    server.start()
-    h = Host(server.url, base)
-    try:
-        h.run(h.start())
+    with running(Host, base) as h:
         yield h
-        h.run(h.stop())
-    finally:
-        h.loop.call_soon_threadsafe(h.loop.stop)
-        h.thread.join(10)
-        server.stop()
 
 
 @pytest.fixture(scope="module")

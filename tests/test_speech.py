@@ -9,22 +9,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-import threading
-from collections.abc import Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
 import pytest
+from service_loop import ServiceLoop, running
 
-from mvs.config import ResourcePool, load_config
 from mvs.errors import ServiceCallError
 from mvs.models.audio import decode_audio
 from mvs.models.pool import PoolStatus
-from mvs.natsserver import NatsServer
 from mvs.rpc import Empty, ServiceClient
-from mvs.service import ServiceContext
 from mvs.services.emotion import EmotionalState, EmotionService, SessionRef
 from mvs.services.model_manager import ModelManagerSuite
 from mvs.services.request_coordinator import RequestCoordinator
@@ -34,11 +30,9 @@ from mvs.services.translation import TranslationService
 from mvs.services.tts import SynthesizeReply, SynthesizeRequest, TTSService
 from mvs.services.voice import AudioReply, AudioRequest, VoicePipeline, from_legacy, install
 from streams.catalog import decode_event
-from streams.definitions import apply_streams
 from streams.events.language import SpeechSynthesized, SpeechTranscribed
 from streams.events.models import ModelEvicted, ModelLoaded
 
-T = TypeVar("T")
 R = TypeVar("R", bound=msgspec.Struct)
 SENTENCE = "Please turn on the kitchen lights and open the window in the hall."
 
@@ -47,25 +41,11 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
-class Host:
+class Host(ServiceLoop):
     """ModelManagerSuite, STT and TTS in one background loop, like the ``models`` process."""
 
-    def __init__(self, url: str, home: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.url, self.home = url, home
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 180.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
     async def start(self) -> None:
-        config = load_config("config/mvs_startup_config.yaml")
-        config = msgspec.structs.replace(
-            config, resource_pool=ResourcePool(max_models_in_memory=3, preload_models=())
-        )
-        self.ctx = await ServiceContext.connect(self.url, config=config)
-        await apply_streams(self.ctx.js)
+        self.ctx = await self.connect()
         self.mms = ModelManagerSuite(self.ctx)
         self.stt = STTService(self.ctx, models_dir=self.home / "models", warm=False)
         self.tts = TTSService(self.ctx, warm=False)
@@ -76,11 +56,6 @@ class Host:
         for svc in self.services:
             await svc.start()
         self.client = ServiceClient(self.ctx.nc, timeout=120)
-
-    async def stop(self) -> None:
-        for svc in reversed(self.services):
-            await svc.stop()
-        await self.ctx.close()
 
     def rc_client(self) -> ServiceClient:
         return ServiceClient(self.ctx.nc, timeout=60)
@@ -114,17 +89,8 @@ class Host:
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     base = tmp_path_factory.mktemp("speech")
-    server = NatsServer(store_dir=base / "nats", port=0)
-    server.start()
-    h = Host(server.url, base)
-    try:
-        h.run(h.start())
+    with running(Host, base) as h:
         yield h
-        h.run(h.stop())
-    finally:
-        h.loop.call_soon_threadsafe(h.loop.stop)
-        h.thread.join(10)
-        server.stop()
 
 
 @pytest.fixture(scope="module")
