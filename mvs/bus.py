@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import nats
 import nats.errors
@@ -20,28 +21,30 @@ from nats.js import JetStreamContext
 from nats.js.errors import ServiceUnavailableError
 
 from mvs.errors import NatsUnavailable
+from mvs.natsclient import MvsClient
 from mvs.natsserver import NatsServer
 from mvs.settings import Settings
 
 __all__ = ["NatsEndpoint", "connect", "jetstream"]
 
 
-async def connect(url: str, *, name: str = "mvs", connect_timeout: float = 5.0) -> Client:
+async def connect(
+    url: str, *, name: str = "mvs", connect_timeout: float = 5.0
+) -> MvsClient:
     """Connect to ``url`` and check that JetStream answers; errors name the server."""
     # Once connected the client reconnects for ever; the first connection is bounded here
     # (nats-py would otherwise retry a dead URL without end).
     try:
-        nc = await asyncio.wait_for(
-            nats.connect(
-                url,
-                name=name,
-                connect_timeout=connect_timeout,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-            ),
-            timeout=connect_timeout * 2,
-        )
+        nc = MvsClient()
+        # nats-py annotates the two times as int; it uses them as (float) seconds
+        options: dict[str, Any] = {
+            "name": name,
+            "connect_timeout": connect_timeout,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+        }
+        await asyncio.wait_for(nc.connect(url, **options), timeout=connect_timeout * 2)
     except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
         reason = str(exc) or type(exc).__name__
         raise NatsUnavailable(f"NATS server {url} is unreachable: {reason}") from exc

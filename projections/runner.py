@@ -26,13 +26,11 @@ from typing import NamedTuple
 
 import duckdb
 import pyarrow as pa
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from mvs.natsclient import MvsClient, RawSubscription
 from projections.base import Item, Projection
 from streams.base import Event
 from streams.catalog import decode_event
@@ -59,9 +57,9 @@ class RawMessage(NamedTuple):
     data: bytes
 
 
-def stream_seq(reply: str) -> int:
+def stream_seq(reply: bytes) -> int:
     """The stream sequence from a JetStream ack subject (both the v1 and v2 layouts)."""
-    tokens = reply.split(".")
+    tokens = reply.split(b".")
     # v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
     # v2: $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>
     #     .<pending>[.<token>]
@@ -123,37 +121,40 @@ class DecodeCache:
 
 
 class _Puller:
-    """Pull requests answered into one callback subscription.
+    """Pull requests answered into one raw subscription (:meth:`MvsClient.subscribe_raw`).
 
-    nats-py's ``fetch`` waits for each message with its own timeout, which costs more than the
-    whole fold of the message; here the batch is collected by a plain callback instead. First
-    a ``no_wait`` request takes what is there (up to ``batch``); only when nothing is there
-    does a waiting request for one message block, so a follower sees a new event at once.
+    nats-py's ``fetch`` waits for each message with its own timeout and builds a ``Msg`` per
+    message, which costs more than the whole fold of the message; here the parser hands each
+    message to a sink that keeps only its stream sequence, subject and data. First a
+    ``no_wait`` request takes what is there (up to ``batch``); only when nothing is there does
+    a waiting request for one message block, so a follower sees a new event at once.
     """
 
-    def __init__(self, nc: Client, stream: str, durable: str) -> None:
+    def __init__(self, nc: MvsClient, stream: str, durable: str) -> None:
         self.nc = nc
         self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self.inbox = nc.new_inbox()
-        self.buf: list[Msg] = []
+        self.buf: list[RawMessage] = []
+        self.replies: list[bytes] = []  # the ack subject of each message in ``buf``
         self.want = 0
         self.ended = asyncio.Event()
-        self.sub: Subscription | None = None
+        self.sub: RawSubscription | None = None
 
     async def start(self) -> None:
-        self.sub = await self.nc.subscribe(self.inbox, cb=self._on_msg)
+        self.sub = await self.nc.subscribe_raw(self.inbox, self._on_msg)
 
     async def stop(self) -> None:
         if self.sub is not None:
             await self.sub.unsubscribe()
             self.sub = None
 
-    async def _on_msg(self, msg: Msg) -> None:
-        if msg.headers and msg.headers.get("Status") and not msg.data:
-            # 404 no messages, 408 request expired, 409 limits: this request is over
+    def _on_msg(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        if not reply:
+            # a status (404 no messages, 408 request expired, 409 limits): this request is over
             self.ended.set()
             return
-        self.buf.append(msg)
+        self.buf.append(RawMessage(stream_seq(reply), subject.decode(), data))
+        self.replies.append(reply)
         if len(self.buf) >= self.want:
             self.ended.set()
 
@@ -164,14 +165,21 @@ class _Puller:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ended.wait(), wait)
 
-    async def fetch(self, batch: int, timeout: float, *, wait: bool = True) -> list[Msg]:
+    async def fetch(
+        self, batch: int, timeout: float, *, wait: bool = True
+    ) -> tuple[list[RawMessage], str]:
+        """Up to ``batch`` messages and the ack subject of the last one."""
         if not self.buf:
             await self._request({"batch": batch, "no_wait": True}, batch, 10.0)
         if not self.buf and wait:
             expires = int(timeout * 1e9)
             await self._request({"batch": 1, "expires": expires}, 1, timeout + 1.0)
+        if not self.buf:
+            return [], ""
         out, self.buf = self.buf[:batch], self.buf[batch:]
-        return out
+        last = self.replies[len(out) - 1].decode()
+        del self.replies[: len(out)]
+        return out, last
 
 
 class ProjectionRunner:
@@ -248,7 +256,10 @@ class ProjectionRunner:
         await self.js.add_consumer(EVENTS_STREAM, config)
         await self.close()
         # the JetStream context carries its client; pull requests go through it directly
-        self._puller = _Puller(self.js._nc, EVENTS_STREAM, self.durable)
+        nc = self.js._nc
+        if not isinstance(nc, MvsClient):
+            raise TypeError("projections read through a client from mvs.bus.connect")
+        self._puller = _Puller(nc, EVENTS_STREAM, self.durable)
         await self._puller.start()
 
     async def close(self) -> None:
@@ -256,20 +267,23 @@ class ProjectionRunner:
             await self._puller.stop()
             self._puller = None
 
-    async def fetch(self, timeout: float, *, wait: bool = True) -> list[Msg]:
+    async def fetch(
+        self, timeout: float, *, wait: bool = True
+    ) -> tuple[list[RawMessage], str]:
+        """The next batch (empty when caught up) and the subject that acks it."""
         assert self._puller is not None, "subscribe() first"
         return await self._puller.fetch(self.batch, timeout, wait=wait)
 
-    @staticmethod
-    def raw(msgs: list[Msg]) -> list[RawMessage]:
-        return [RawMessage(stream_seq(m.reply), m.subject, m.data) for m in msgs]
+    async def ack(self, ack_subject: str) -> None:
+        """Ack a folded batch (``AckPolicy.ALL``: its last message acks the batch)."""
+        await self.js._nc.publish(ack_subject, b"+ACK")
 
     async def step(self, timeout: float = 0.5) -> int:
         """Fetch, fold and ack one batch; the number of messages fetched (0: caught up)."""
-        msgs = await self.fetch(timeout)
+        msgs, ack = await self.fetch(timeout)
         if msgs:
-            await self._in_thread(self.raw(msgs))
-            await msgs[-1].ack()
+            await self._in_thread(msgs)
+            await self.ack(ack)
         return len(msgs)
 
     async def drain(self, timeout: float = 0.3) -> None:
@@ -284,26 +298,24 @@ class ProjectionRunner:
         The next batch is fetched while the previous one folds in a worker thread.
         """
         inflight: asyncio.Future[None] | None = None
-        last: Msg | None = None
+        pending_ack = ""
         while not stop.is_set():
             # While a batch folds, only take what is already there; before waiting for new
             # events, finish the fold and ack it, so that position and acks never lag behind.
             waited = inflight is None
-            msgs = await self.fetch(idle_timeout, wait=waited)
+            msgs, ack = await self.fetch(idle_timeout, wait=waited)
             if inflight is not None:
                 await inflight
-                assert last is not None
-                await last.ack()
+                await self.ack(pending_ack)
                 inflight = None
             if msgs:
-                last = msgs[-1]
-                inflight = asyncio.ensure_future(self._in_thread(self.raw(msgs)))
+                pending_ack = ack
+                inflight = asyncio.ensure_future(self._in_thread(msgs))
             elif until_idle and waited:
                 break
         if inflight is not None:
             await inflight
-            assert last is not None
-            await last.ack()
+            await self.ack(pending_ack)
 
     async def _in_thread(self, msgs: list[RawMessage]) -> None:
         await asyncio.get_running_loop().run_in_executor(self.executor, self.apply, msgs)
