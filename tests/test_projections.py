@@ -366,3 +366,56 @@ def test_poison_event_goes_to_dead_letters_and_later_events_apply(
     assert rows[1][0] == 4 and "'zz' does not exist" in rows[1][2]
     content = read(db_path, lambda c: c.execute("SELECT content FROM memories").fetchall())
     assert content == [("2",)]
+
+
+# ---------------------------------------------------------------- set-based folds
+
+maybe_text = st.none() | st.sampled_from(["a", "b"])
+request_events = st.one_of(
+    st.builds(
+        rq.RequestReceived, request_id=req_ids, kind=st.sampled_from(["text", "audio"]),
+        session_id=maybe_text, user_id=maybe_text, priority=st.integers(0, 9),
+        task_type=maybe_text, occurred_at=st.floats(0, 10),
+    ),
+    st.builds(
+        rq.RequestRouted, request_id=req_ids, task_type=st.sampled_from(["chat", "code"]),
+        route=st.sampled_from(["local_model", "cloud_api"]), reason=st.sampled_from(["", "x"]),
+        fallback_from=st.none() | st.just("cloud_api"), occurred_at=st.floats(0, 10),
+    ),
+    st.builds(rq.RequestStageCompleted, request_id=req_ids, stage=st.sampled_from(["a", "b"]),
+              duration_ms=st.floats(0, 100), ok=st.booleans()),
+    st.builds(
+        rq.RequestCompleted, request_id=req_ids, outcome=st.sampled_from(["ok", "error"]),
+        route=st.sampled_from(["none", "local_model", "cloud_api"]),
+        latency_ms=st.floats(0, 100), error=maybe_text, occurred_at=st.floats(0, 10),
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(request_events, min_size=1, max_size=30), data=st.data())
+def test_set_based_requests_fold_equals_the_event_by_event_fold(
+    events: list[Event], data: st.DataObject
+) -> None:
+    """Every column of ``requests`` and ``request_stages``, for any split into batches."""
+    from projections.requests import GenericRequestsProjection, RequestsProjection
+
+    items = [Item(i + 1, subject_of(e), e, b"") for i, e in enumerate(events)]
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(items)), max_size=3), label="cuts"))
+    parts = [items[a:b] for a, b in zip([0, *cuts], [*cuts, len(items)], strict=True)]
+    tables = []
+    for cls in (RequestsProjection, GenericRequestsProjection):
+        con = duckdb.connect(":memory:")
+        proj = cls()
+        proj.create_schema(con)
+        for part in parts:
+            if part:
+                con.execute("BEGIN TRANSACTION")
+                proj.fold(con, part)
+                con.execute("COMMIT")
+        tables.append([
+            sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+            for t in ("requests", "request_stages")
+        ])
+        con.close()
+    assert tables[0] == tables[1]

@@ -266,6 +266,9 @@ def test_cli_verify_exits_zero_on_clean_samples(
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads(out.stdout)
     assert data["verification"]["ok"] is True
+    # the projections folded in a child process while the replay published
+    assert data["verification"]["against"] == "projections"
+    assert any("while the replay published" in n for n in data["verification"]["notes"])
     names = {e["entity"] for e in data["verification"]["entities"]}
     assert {"translations", "services", "legacy_health", "sessions", "memories"} <= names
 

@@ -18,8 +18,7 @@ from mvs.settings import Settings
 from replay.engine import Progress, ReplayOptions, SourceResult, replay
 from replay.model import BadValue, to_time
 from replay.verify import VerifyReport, render_report
-from replay.verify_run import run_verification, wait_for_running_projections
-from streams.definitions import EVENTS_STREAM
+from replay.verify_run import replay_and_verify, wait_for_running_projections
 
 __all__ = ["register"]
 
@@ -130,17 +129,17 @@ async def _main(
     projection_note = ""
     try:
         try:
-            results = await replay(nc, args.sources, opts, progress=progress)
+            if args.verify and nc is not None and url:
+                results, verification = await replay_and_verify(
+                    nc, url, settings.duckdb_path, args.sources, opts, progress=progress
+                )
+            else:
+                results = await replay(nc, args.sources, opts, progress=progress)
         finally:
             if progress is not None:
                 sys.stderr.write("\n")
         if nc is not None and not args.verify:
             projection_note = await wait_for_running_projections(settings.duckdb_path)
-        if args.verify and nc is not None:
-            info = await nc.jetstream().stream_info(EVENTS_STREAM)
-            verification = await run_verification(
-                nc, settings.duckdb_path, args.sources, opts, int(info.state.last_seq)
-            )
     finally:
         if nc is not None:
             await nc.close()
