@@ -74,8 +74,11 @@ def _arrow_column(values: list[Any]) -> pa.Array:
 class _Table:
     """Rows of one entity, flushed to a DuckDB temp table in Arrow batches."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, name: str, spec: Spec) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, name: str, spec: Spec, *, temp: bool = True
+    ) -> None:
         self.con, self.name, self.spec = con, name, spec
+        self.kind = "TEMP TABLE" if temp else "TABLE"
         self.cols = (*spec.key_columns, *spec.columns, "_pos")
         self.rows: dict[str, list[Any]] = {c: [] for c in self.cols}
         self.created = False
@@ -98,7 +101,7 @@ class _Table:
             self.con.execute(f"INSERT INTO {self.name} SELECT * FROM _verify_batch")
         else:
             self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {self.name} AS SELECT * FROM _verify_batch"
+                f"CREATE OR REPLACE {self.kind} {self.name} AS SELECT * FROM _verify_batch"
             )
             self.created = True
         self.con.unregister("_verify_batch")
@@ -106,9 +109,11 @@ class _Table:
 
 
 def load_expected(
-    con: duckdb.DuckDBPyConnection, sources: list[Path], opts: ReplayOptions
+    con: duckdb.DuckDBPyConnection, sources: list[Path], opts: ReplayOptions,
+    *, temp: bool = True,
 ) -> tuple[dict[str, Spec], Counter[str]]:
-    """Fold the legacy sources into ``exp_<entity>`` temp tables; the entities and findings."""
+    """Fold the legacy sources into ``exp_<entity>`` tables (temporary unless ``temp`` is
+    false); the entities and findings."""
     tables: dict[str, _Table] = {}
     findings: Counter[str] = Counter()
     pos = 0
@@ -128,7 +133,9 @@ def load_expected(
                     continue
                 t = tables.get(spec.entity)
                 if t is None:
-                    t = tables[spec.entity] = _Table(con, f"exp_{spec.entity}", spec)
+                    t = tables[spec.entity] = _Table(
+                        con, f"exp_{spec.entity}", spec, temp=temp
+                    )
                 row = spec.row(ev)
                 row["event_id"] = ev.event_id
                 pos += 1

@@ -18,8 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
+import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -30,12 +33,15 @@ import nats.errors
 from nats.aio.client import Client
 
 from mvs.errors import MvsError, ProjectionError
+from replay.detect import discover
 from replay.engine import Progress, ReplayOptions, SourceResult, replay
 from replay.verify import VerifyReport, fold_event_log, load_expected, projection_views, verify
+from replay.verify_specs import SPEC_BY_ENTITY, Spec
 from streams.definitions import EVENTS_STREAM
 
 __all__ = [
     "EarlyVerification",
+    "load_expected_beside",
     "replay_and_verify",
     "run_verification",
     "wait_for_running_projections",
@@ -61,6 +67,58 @@ async def _wait(host: Any, seq: int, timeout: float) -> None:
                 )
 
 
+# Sources this large are read in a child process while the projections fold (below this,
+# starting a process costs more than it saves).
+LOAD_ELSEWHERE_BYTES = 8_000_000
+
+
+def _load_into_file(path: str, sources: list[str], opts: ReplayOptions) -> tuple[
+    list[str], Counter[str]
+]:
+    """Child process body: the expected side into the DuckDB file ``path``."""
+    con = duckdb.connect(path)
+    try:
+        entities, findings = load_expected(con, [Path(s) for s in sources], opts, temp=False)
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    return list(entities), findings
+
+
+def load_expected_beside(
+    con: duckdb.DuckDBPyConnection, sources: list[Path], opts: ReplayOptions
+) -> tuple[dict[str, Spec], Counter[str]]:
+    """:func:`load_expected` into ``con``; large sources are read in a child process.
+
+    Reading and mapping a million legacy rows is about 30 s of Python: beside the projections'
+    fold in this process they would take turns on one core. The child writes the ``exp_``
+    tables to a scratch DuckDB file, which is then copied here into temp tables.
+    """
+    size = 0
+    for src in discover(sources, opts.fmt):
+        with contextlib.suppress(OSError):
+            size += src.path.stat().st_size
+    if size < LOAD_ELSEWHERE_BYTES:
+        return load_expected(con, sources, opts)
+    with tempfile.TemporaryDirectory(prefix="mvs-verify-") as tmp:
+        path = str(Path(tmp) / "expected.duckdb")
+        ctx = mp.get_context("spawn")  # never fork a process that runs an event loop
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            names, findings = pool.submit(
+                _load_into_file, path, [str(s) for s in sources], opts
+            ).result()
+        con.execute(f"ATTACH '{path}' AS mvs_expected (READ_ONLY)")
+        try:
+            for name in names:
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE exp_{name} AS "
+                    f"SELECT * FROM mvs_expected.exp_{name}"
+                )
+        finally:
+            con.execute("DETACH mvs_expected")
+    return {name: SPEC_BY_ENTITY[name] for name in names}, findings
+
+
 async def _verify_in_host(
     nc: Client, duckdb_path: Path, sources: list[Path], opts: ReplayOptions,
     last_seq: Callable[[], Awaitable[int]], timeout: float, notes: list[str],
@@ -75,7 +133,9 @@ async def _verify_in_host(
         # projections catch up, not after.
         con = host.db.cursor()
         try:
-            loading = asyncio.ensure_future(asyncio.to_thread(load_expected, con, sources, opts))
+            loading = asyncio.ensure_future(
+                asyncio.to_thread(load_expected_beside, con, sources, opts)
+            )
             try:
                 seq = await last_seq()
                 await _wait(host, seq, timeout)
@@ -183,7 +243,9 @@ class EarlyVerification:
         proc = ctx.Process(
             target=_early_child,
             args=(url, str(duckdb_path), [str(s) for s in sources], opts, child, timeout),
-            daemon=True, name="mvs-verify",
+            # not a daemon: it starts a reader process of its own; close() always ends it, and
+            # it leaves by itself when this process dies (its pipe reads EOF)
+            daemon=False, name="mvs-verify",
         )
         proc.start()
         child.close()

@@ -21,7 +21,7 @@ from streams.events import legacy as lc
 from streams.events import memory as m
 from streams.events import system as sy
 
-__all__ = ["SPECS", "Spec", "dumps"]
+__all__ = ["SPECS", "SPEC_BY_ENTITY", "Spec", "dumps"]
 
 
 def dumps(value: Any) -> str:
@@ -172,3 +172,8 @@ SPECS: dict[type[Event], Spec] = {
         _fields("service", "status"),
     ),
 }
+
+
+SPEC_BY_ENTITY: dict[str, Spec] = {spec.entity: spec for spec in SPECS.values()}
+if len(SPEC_BY_ENTITY) != len(SPECS):  # pragma: no cover - a programming error
+    raise RuntimeError("two event types verify the same entity")
