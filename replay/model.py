@@ -71,11 +71,10 @@ class BadValue(ValueError):
 
 
 def digest(*parts: object) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(repr(part).encode("utf-8", "surrogatepass"))
-        h.update(b"\x1f")
-    return h.hexdigest()
+    """BLAKE2b-128 of each part's ``repr``, each followed by 0x1f (event ids depend on it:
+    the value must never change, or a second replay of the same data would duplicate it)."""
+    text = "\x1f".join(map(repr, parts)) + "\x1f"  # one update: the same digest, fewer calls
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def event_id(fmt: str, kind: str, key: object, raw: object) -> str:

@@ -95,6 +95,17 @@ def test_event_ids_are_deterministic_and_survive_the_codec(tmp_path: Path) -> No
     assert decode_event(encode_event(ev)) == ev
 
 
+def test_event_id_derivation_never_changes() -> None:
+    """Ids already in users' streams must come out again: a changed derivation would make a
+    second replay of the same legacy data publish it all twice (different Msg-Ids)."""
+    from replay.model import digest, event_id
+
+    assert event_id("memory-db", "memory", "m1", ("a", 1, None, 2.5, b"x")) == (
+        "lg-c50d6e179269e45407ea8a861b73f713"
+    )
+    assert digest("x", 1, ("\u00e9", None)) == "a28a7b20384c79c4b8ea0b131419596f"
+
+
 def test_reading_with_skip_resumes_exactly_where_asked(tmp_path: Path) -> None:
     db = tmp_path / "unified_memory.db"
     generate_memory_db(db, 400, relationships=30, groups=3)
