@@ -69,6 +69,10 @@ class _FastParser(_p.Parser):
         sinks = nc._raw_sinks
         stats = nc.stats
         while self.buf:
+            if self.state == _p.AWAITING_CONTROL_LINE and sinks:
+                self._deliver_run()
+                if not self.buf:
+                    return
             buf = self.buf  # reset() on reconnect replaces it: read it again each turn
             if self.state == _p.AWAITING_MSG_PAYLOAD:
                 needed = self.needed
@@ -111,6 +115,58 @@ class _FastParser(_p.Parser):
             await super().parse()
             if self.buf is line:  # not reset meanwhile (a reconnect starts a new buffer)
                 self.buf = buf
+
+    def _deliver_run(self) -> None:
+        """Hand every complete message at the head of the buffer to its sink, in one pass.
+
+        Stops at the first thing that is not a whole message of a raw subscription (another
+        operation, a message for an ordinary subscription, a message not yet all here): the
+        general loop in :meth:`parse` takes it from there. One ``del`` for the whole run.
+        """
+        buf = self.buf
+        sinks = self.nc._raw_sinks
+        stats = self.nc.stats
+        view = memoryview(buf)
+        size = len(buf)
+        pos = 0
+        delivered = 0
+        try:
+            while pos < size:
+                headers = buf.startswith(_HMSG, pos)
+                if not headers and not buf.startswith(_MSG, pos):
+                    break
+                end = buf.find(_CRLF, pos)
+                if end < 0:
+                    break
+                parts = buf[pos:end].split()
+                n = len(parts) - (1 if headers else 0)
+                if n not in (4, 5):
+                    break  # the general loop raises the protocol error
+                try:
+                    sid = int(parts[2])
+                    total = int(parts[-1])
+                    hn = int(parts[-2]) if headers else 0
+                except ValueError:
+                    break
+                sink = sinks.get(sid)
+                start = end + 2
+                if sink is None or start + total + 2 > size:
+                    break
+                hdr = bytes(view[start : start + hn]) if hn else None
+                payload = bytes(view[start + hn : start + total])
+                reply = bytes(parts[3]) if n == 5 else b""
+                pos = start + total + 2
+                delivered += 1
+                stats["in_bytes"] += total - hn
+                try:
+                    sink(bytes(parts[1]), reply, payload, hdr)
+                except Exception:  # a sink's bug must not stop the client's read loop
+                    _log.exception("raw sink of subscription %d failed", sid)
+        finally:
+            view.release()
+        if pos:
+            stats["in_msgs"] += delivered
+            del buf[:pos]
 
     def _message_args(self, parts: list[bytes]) -> None:
         # MSG <subject> <sid> [reply] <size> / HMSG <subject> <sid> [reply] <hdr size> <size>
