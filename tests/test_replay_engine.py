@@ -196,6 +196,39 @@ def test_sigkill_mid_replay_then_rerun_loses_and_duplicates_nothing(
     assert summary["status"] in ("resumed", "done")
 
 
+def test_sigkill_mid_verified_replay_leaves_no_process_and_rerun_verifies(
+    tmp_path: Path, nats_url: str
+) -> None:
+    """The verifier runs beside the replay in child processes: killed with the replay, they
+    leave by themselves (their pipe closes), and the re-run completes and verifies clean."""
+    import psutil
+
+    db = tmp_path / "unified_memory.db"
+    generate_memory_db(db, 30_000, relationships=0, groups=1)
+    env = {**os.environ, "MVS_NATS_URL": nats_url, "MVS_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, "-m", "mvs.cli", "replay", str(db), "--verify", "--json",
+           "--batch", "500"]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    children: list[psutil.Process] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        children = psutil.Process(proc.pid).children(recursive=True)
+        if children and asyncio.run(_count_msgs(nats_url)) >= 5000:
+            break
+        time.sleep(0.05)
+    assert children, "the verified replay started no child process"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(children, timeout=60)
+    assert not alive, f"left running after the replay was killed: {alive}"
+    out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads(out.stdout)
+    assert data["verification"]["ok"] is True
+    assert data["verification"]["against"] == "projections"
+
+
 def test_every_sample_file_replays_with_expected_counts(
     legacy_samples: Path, nats_url: str
 ) -> None:
