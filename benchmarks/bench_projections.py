@@ -24,8 +24,6 @@ from pathlib import Path
 from mvs.bus import connect, jetstream
 from mvs.natsserver import NatsServer
 from projections.host import ProjectionHost
-from projections.registry import projection
-from projections.runner import ProjectionRunner, open_db
 from streams.base import Event
 from streams.catalog import encode_event, subject_of
 from streams.definitions import EVENTS_STREAM, apply_streams
@@ -114,29 +112,17 @@ async def raw_ordered(url: str, n: int) -> float:
 
 
 async def one_projection(url: str, name: str, path: Path, batch: int) -> tuple[float, int]:
+    """One projection alone, as ``mvs projections run`` would run it (a host of one)."""
     nc = await connect(url, name="bench-proj")
-    js = jetstream(nc)
-    db = open_db(str(path))
-    runner = ProjectionRunner(projection(name), db, js, batch=batch)
-    runner.prepare()
-    await runner.subscribe()
-    started = time.perf_counter()
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop, idle_timeout=0.2))
-    info = await js.stream_info(EVENTS_STREAM)
-    last = int(info.state.last_seq)
-    while True:
-        ci = await js.consumer_info(EVENTS_STREAM, runner.durable)
-        if runner.last_seq >= last or (ci.num_pending == 0 and ci.num_ack_pending == 0):
-            break
-        await asyncio.sleep(0.01)
-    took = time.perf_counter() - started
-    stop.set()
-    await task
-    await runner.close()
-    db.close()
+    host = ProjectionHost(nc, path, names=(name,), batch=batch, serve=False)
+    async with host:
+        started = time.perf_counter()
+        await host.catch_up(timeout=None)
+        took = time.perf_counter() - started
+        runner = host.runners[name]
+        count = runner.events_applied + runner.dead_lettered
     await nc.close()
-    return took, runner.events_applied + runner.dead_lettered
+    return took, count
 
 
 async def host_run(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import time
@@ -50,7 +51,14 @@ from projections.registry import PROJECTIONS, projection
 from projections.runner import DecodeCache, ProjectionRunner, create_core_schema, open_db
 from streams.definitions import EVENTS_STREAM, apply_streams
 
-__all__ = ["ProjectionHost", "Status"]
+__all__ = ["GC_THRESHOLD", "ProjectionHost", "Status"]
+
+# A host keeps many tracked objects alive (a decode cache of events, the rows of a batch) and
+# makes several short-lived ones per event, so the default young-generation threshold (700)
+# had the cyclic collector walk the live set over and over: measured on 210k replayed
+# memories, memory + history caught up in 16.5-18.9 s with the default and 13.0-14.6 s with
+# this (12.5-14.4 s with no collection at all). Set while a host runs, restored after.
+GC_THRESHOLD = (100_000, 50, 1000)
 
 
 class Status(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,6 +103,7 @@ class ProjectionHost:
         # fold thread was ~20% slower than one per projection (2 threads: about the same).
         self.fold_threads = fold_threads or len(self.names)
         self._executor: ThreadPoolExecutor | None = None
+        self._gc_before: tuple[int, int, int] | None = None
 
     @property
     def advert_path(self) -> Path:
@@ -113,6 +122,9 @@ class ProjectionHost:
         await self.stop()
 
     async def start(self) -> None:
+        if self._gc_before is None and gc.get_threshold() != GC_THRESHOLD:
+            self._gc_before = gc.get_threshold()
+            gc.set_threshold(*GC_THRESHOLD)
         await apply_streams(self.js)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -166,6 +178,9 @@ class ProjectionHost:
         if self.db is not None:
             self.db.close()
             self.db = None
+        if self._gc_before is not None:
+            gc.set_threshold(*self._gc_before)
+            self._gc_before = None
 
     async def wait_for(self, seq: int, *, timeout: float | None = 60.0) -> None:
         """Return once every projection has applied every event of its subjects up to ``seq``."""
