@@ -372,3 +372,39 @@ def test_strict_stops_at_the_first_rejected_record_and_names_it(tmp_path: Path) 
     assert out.returncode == 1
     assert "unified_memory.db:memories:rowid=10" in out.stderr
     assert "content: NULL" in out.stderr
+
+
+def test_verified_replay_falls_back_to_the_log_when_the_projections_file_is_locked(
+    legacy_samples: Path, nats_url: str, tmp_path: Path
+) -> None:
+    """Another process holds mvs.duckdb without advertising itself: the verifier cannot open
+    it, says why, and the replay is still verified, against the event log."""
+    from replay.verify_run import replay_and_verify
+
+    src = legacy_samples / "translation_cache.json"
+    db_path = tmp_path / "mvs.duckdb"
+    locker = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ok', flush=True);"
+         " time.sleep(120)", str(db_path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert locker.stdout is not None and locker.stdout.readline().strip() == "ok"
+
+        async def go() -> tuple[list[SourceResult], VerifyReport]:
+            nc = await connect(nats_url)
+            try:
+                return await replay_and_verify(nc, nats_url, db_path, [src], ReplayOptions())
+            finally:
+                await nc.close()
+
+        (result,), report = asyncio.run(go())
+    finally:
+        locker.kill()
+        locker.wait()
+    assert result.events_written == 373
+    assert report.ok, report
+    assert report.against == "the event log"
+    early = next(n for n in report.notes if n.startswith("early verification failed"))
+    assert str(db_path) in early, report.notes  # the child's own reason, naming the file
