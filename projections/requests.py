@@ -165,7 +165,7 @@ class RequestsProjection(GenericRequestsProjection):
     def fold(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> list[tuple[Item, str]]:
         cols: dict[str, list[Any]] = {name: [] for name in _BATCH_SCHEMA.names}
         (seq, rid, evk, kind, session, user, prio, task, route, fallback, reason, outcome,
-         latency, error, at) = cols.values()
+         latency, error, occurred) = cols.values()
         stages: list[Row] = []
         for item in items:
             ev: Any = item.event
@@ -173,7 +173,7 @@ class RequestsProjection(GenericRequestsProjection):
             seq.append(item.seq)
             rid.append(ev.request_id)
             evk.append(k)
-            at.append(ev.occurred_at)
+            occurred.append(ev.occurred_at)
             received = k == _RECEIVED
             routed = k == _ROUTED
             done = k == _COMPLETED
