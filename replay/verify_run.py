@@ -107,7 +107,8 @@ def load_expected_beside(
             names, findings = pool.submit(
                 _load_into_file, path, [str(s) for s in sources], opts
             ).result()
-        con.execute(f"ATTACH '{path}' AS mvs_expected (READ_ONLY)")
+        quoted = path.replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS mvs_expected (READ_ONLY)")
         try:
             for name in names:
                 con.execute(

@@ -408,3 +408,29 @@ def test_verified_replay_falls_back_to_the_log_when_the_projections_file_is_lock
     assert report.against == "the event log"
     early = next(n for n in report.notes if n.startswith("early verification failed"))
     assert str(db_path) in early, report.notes  # the child's own reason, naming the file
+
+
+def test_legacy_side_read_in_a_child_process_equals_the_in_process_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large sources are read for verification in a child process into a scratch file: the
+    expected tables, entities and findings are the same as reading them here."""
+    from replay import verify_run
+
+    db = tmp_path / "unified_memory.db"
+    generate_memory_db(db, 2_000, relationships=40, groups=2)
+    tables: list[dict[str, list[Any]]] = []
+    outcomes = []
+    for threshold in (10**12, 0):  # in this process, then in a child
+        monkeypatch.setattr(verify_run, "LOAD_ELSEWHERE_BYTES", threshold)
+        con = duckdb.connect(":memory:")
+        entities, findings = verify_run.load_expected_beside(con, [db], ReplayOptions())
+        outcomes.append((sorted(entities), dict(findings)))
+        tables.append({
+            e: sorted(con.execute(f"SELECT * FROM exp_{e}").fetchall(), key=repr)
+            for e in entities
+        })
+        con.close()
+    assert outcomes[0] == outcomes[1]
+    assert tables[0] == tables[1]
+    assert tables[0]["memories"]
