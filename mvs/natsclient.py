@@ -66,10 +66,8 @@ class _FastParser(_p.Parser):
     async def parse(self, data: bytes = b"") -> None:
         self.buf.extend(data)
         nc = self.nc
-        sinks = nc._raw_sinks
-        stats = nc.stats
         while self.buf:
-            if self.state == _p.AWAITING_CONTROL_LINE and sinks:
+            if self.state == _p.AWAITING_CONTROL_LINE and nc._raw_sinks:
                 self._deliver_run()
                 if not self.buf:
                     return
@@ -85,17 +83,7 @@ class _FastParser(_p.Parser):
                 del buf[: needed + 2]
                 self.header_needed = 0
                 self.state = _p.AWAITING_CONTROL_LINE
-                sid = args["sid"]
-                sink = sinks.get(sid)
-                if sink is None:
-                    await nc._process_msg(sid, args["subject"], args["reply"], payload, hdr)
-                    continue
-                stats["in_msgs"] += 1
-                stats["in_bytes"] += len(payload)
-                try:
-                    sink(args["subject"], args["reply"], payload, hdr)
-                except Exception:  # a sink's bug must not stop the client's read loop
-                    _log.exception("raw sink of subscription %d failed", sid)
+                await nc._process_msg(args["sid"], args["subject"], args["reply"], payload, hdr)
                 continue
             end = buf.find(_CRLF)
             if end < 0:
@@ -132,36 +120,25 @@ class _FastParser(_p.Parser):
         delivered = 0
         try:
             while pos < size:
-                headers = buf.startswith(_HMSG, pos)
-                if not headers and not buf.startswith(_MSG, pos):
+                if not (buf.startswith(_HMSG, pos) or buf.startswith(_MSG, pos)):
                     break
                 end = buf.find(_CRLF, pos)
                 if end < 0:
                     break
-                parts = buf[pos:end].split()
-                n = len(parts) - (1 if headers else 0)
-                if n not in (4, 5):
+                args = _msg_args(bytes(buf[pos:end]).split())
+                if args is None:
                     break  # the general loop raises the protocol error
-                try:
-                    sid = int(parts[2])
-                    total = int(parts[-1])
-                    hn = int(parts[-2]) if headers else 0
-                except ValueError:
-                    break
+                subject, sid, reply, hn, total = args
                 sink = sinks.get(sid)
                 start = end + 2
                 if sink is None or start + total + 2 > size:
                     break
                 hdr = bytes(view[start : start + hn]) if hn else None
                 payload = bytes(view[start + hn : start + total])
-                reply = bytes(parts[3]) if n == 5 else b""
                 pos = start + total + 2
                 delivered += 1
                 stats["in_bytes"] += total - hn
-                try:
-                    sink(bytes(parts[1]), reply, payload, hdr)
-                except Exception:  # a sink's bug must not stop the client's read loop
-                    _log.exception("raw sink of subscription %d failed", sid)
+                _deliver(sink, sid, subject, reply, payload, hdr)
         finally:
             view.release()
         if pos:
@@ -169,22 +146,39 @@ class _FastParser(_p.Parser):
             del buf[:pos]
 
     def _message_args(self, parts: list[bytes]) -> None:
-        # MSG <subject> <sid> [reply] <size> / HMSG <subject> <sid> [reply] <hdr size> <size>
-        headers = parts[0] == b"HMSG"
-        n = len(parts) - (1 if headers else 0)
-        if n not in (4, 5):
+        args = _msg_args(parts)
+        if args is None:
             raise ProtocolError("nats: malformed MSG")
-        try:
-            self.msg_arg = {
-                "subject": parts[1],
-                "sid": int(parts[2]),
-                "reply": parts[3] if n == 5 else b"",
-            }
-            self.needed = int(parts[-1])
-            self.header_needed = int(parts[-2]) if headers else 0
-        except ValueError as exc:
-            raise ProtocolError("nats: malformed MSG") from exc
+        subject, sid, reply, self.header_needed, self.needed = args
+        self.msg_arg = {"subject": subject, "sid": sid, "reply": reply}
         self.state = _p.AWAITING_MSG_PAYLOAD
+
+
+def _msg_args(parts: list[bytes]) -> tuple[bytes, int, bytes, int, int] | None:
+    """``(subject, sid, reply, header size, total size)`` of a split control line, or None.
+
+    ``MSG <subject> <sid> [reply] <size>`` / ``HMSG <subject> <sid> [reply] <hdr> <size>``
+    """
+    headers = parts[0] == b"HMSG"
+    n = len(parts) - (1 if headers else 0)
+    if n not in (4, 5):
+        return None
+    try:
+        return (
+            parts[1], int(parts[2]), parts[3] if n == 5 else b"",
+            int(parts[-2]) if headers else 0, int(parts[-1]),
+        )
+    except ValueError:
+        return None
+
+
+def _deliver(
+    sink: RawSink, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+) -> None:
+    try:
+        sink(subject, reply, data, headers)
+    except Exception:  # a sink's bug must not stop the client's read loop
+        _log.exception("raw sink of subscription %d failed", sid)
 
 
 class MvsClient(Client):
@@ -202,10 +196,9 @@ class MvsClient(Client):
         if sink is None:
             await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
             return
-        try:
-            sink(subject, reply, data, headers)
-        except Exception:
-            _log.exception("raw sink of subscription %d failed", sid)
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(data)
+        _deliver(sink, sid, subject, reply, data, headers)
 
     async def subscribe_raw(self, subject: str, sink: RawSink) -> RawSubscription:
         """Subscribe ``sink`` to ``subject`` (see :data:`RawSink`).

@@ -19,7 +19,6 @@ __all__ = ["HistoryProjection", "history_row"]
 _META = {
     t: (str(t.__struct_config__.tag), t.domain, t.key_field) for t in ALL_EVENTS
 }
-_KEY_DOMAIN = {t: (t.key_field, t.domain) for t in ALL_EVENTS}
 _encode = msgspec.json.Encoder().encode
 
 # The envelope fields every event carries, read out of the JSON payload in one parse per row.
@@ -85,7 +84,7 @@ class HistoryProjection(Projection):
         payload: list[str] = [""] * n
         for i, item in enumerate(items):
             ev = item.event
-            key_field, domain[i] = _KEY_DOMAIN[type(ev)]
+            _, domain[i], key_field = _META[type(ev)]
             k = None if key_field is None else getattr(ev, key_field)
             seq[i] = item.seq
             subject[i] = item.subject
