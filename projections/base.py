@@ -24,8 +24,10 @@ from typing import Any, ClassVar, NamedTuple
 
 import duckdb
 import msgspec
+import numpy as np
 import pyarrow as pa
 
+from projections.keyfilter import KeyFilter
 from streams.base import Event
 
 __all__ = [
@@ -169,6 +171,19 @@ def _keys_table(key_cols: tuple[str, ...], keys: Iterable[Key]) -> pa.Table:
     return pa.table({c: [k[i] for k in keys] for i, c in enumerate(key_cols)})
 
 
+# Up to this many keys of a one-column key are looked up through the table's ART index
+# (``col IN (?, ...)``: measured ~1-7 ms at 1M rows) instead of a join, which scans the
+# key column (~45 ms at 1M rows, whatever the number of keys).
+INDEX_LOOKUP_MAX = 64
+
+
+def by_index(key_cols: tuple[str, ...], keys: list[Key]) -> tuple[str, list[Any]] | None:
+    """A ``WHERE`` condition and its values that find ``keys`` by index, if that pays."""
+    if len(key_cols) != 1 or not 0 < len(keys) <= INDEX_LOOKUP_MAX:
+        return None
+    return f"{key_cols[0]} IN ({', '.join('?' * len(keys))})", [k[0] for k in keys]
+
+
 def _on(key_cols: tuple[str, ...]) -> str:
     return " AND ".join(f"t.{c} = k.{c}" for c in key_cols)
 
@@ -189,9 +204,18 @@ class Projection:
     handlers: ClassVar[dict[type[Event], tuple[Append | Merge, ...]]] = {}
     # Duplicated events (same event_id, different stream sequence) are dropped: see runner.
     dedup: ClassVar[bool] = True
+    # Keyed tables that grow with the log (one row per memory, per request): a KeyFilter
+    # says which keys of a batch are new, so they are neither looked up nor deleted.
+    filtered: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, suffix: str = "") -> None:
         self.suffix = suffix
+        self.filters = {table: KeyFilter(self.keys[table]) for table in self.filtered}
+
+    def reset_filters(self) -> None:
+        """The tables may have changed under this fold (a rebuild swapped them in)."""
+        for f in self.filters.values():
+            f.reset()
 
     @property
     def position_name(self) -> str:
@@ -247,8 +271,9 @@ class Projection:
                     for table, key in self.reads(item):
                         wanted.setdefault(table, set()).add(key)
         ctx = FoldContext()
+        fresh: dict[str, np.ndarray] = {}
         for table, keys in wanted.items():
-            ctx.state[table] = self._load(con, table, keys)
+            ctx.state[table], fresh[table] = self._load_filtered(con, table, keys)
             ctx.before[table] = dict(ctx.state[table])
         # 2. fold in order
         appends: dict[str, list[Row]] = {}
@@ -286,7 +311,10 @@ class Projection:
             changed = {k: v for k, v in states.items() if v is not before.get(k)}
             if not changed:
                 continue
-            self._write(con, table, changed)
+            self._write(con, table, changed, before)
+        for table, f in self.filters.items():
+            if table in fresh:
+                f.add(fresh[table])
         for table, rows in appends.items():
             insert_rows(con, self.t(table), rows)
         self.after_fold(con, ctx)
@@ -299,34 +327,67 @@ class Projection:
     def after_fold(self, con: duckdb.DuckDBPyConnection, ctx: FoldContext) -> None:
         """Set-based follow-ups after a batch (e.g. derived counts)."""
 
+    def _load_filtered(
+        self, con: duckdb.DuckDBPyConnection, table: str, keys: set[Key]
+    ) -> tuple[dict[Key, Row | None], np.ndarray]:
+        """The current rows of ``keys`` (None: absent) and the hashes of the new keys."""
+        f = self.filters.get(table)
+        if f is None:
+            return self._load(con, table, keys), np.empty(0, dtype=np.uint64)
+        if not f.loaded:
+            f.load(con, self.t(table))
+        ordered = list(keys)
+        hashes = f.hashes(con, ordered)
+        maybe = f.maybe(hashes)
+        if maybe.all():
+            return self._load(con, table, keys), hashes[~maybe]
+        state: dict[Key, Row | None] = dict.fromkeys(keys)
+        known = [k for k, m in zip(ordered, maybe.tolist(), strict=True) if m]
+        if known:
+            state.update(self._load(con, table, set(known)))
+        return state, hashes[~maybe]
+
     def _load(
         self, con: duckdb.DuckDBPyConnection, table: str, keys: set[Key]
     ) -> dict[Key, Row | None]:
         key_cols = self.keys[table]
-        con.register("_mvs_keys", _keys_table(key_cols, keys))
-        try:
-            rel = con.sql(
-                f"SELECT t.* FROM {self.t(table)} t SEMI JOIN _mvs_keys k ON {_on(key_cols)}"
-            )
-            names = rel.columns
-            rows = [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
-        finally:
-            con.unregister("_mvs_keys")
+        indexed = by_index(key_cols, list(keys))
+        if indexed is not None:
+            cur = con.execute(f"SELECT * FROM {self.t(table)} WHERE {indexed[0]}", indexed[1])
+            names = [d[0] for d in cur.description or ()]
+            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        else:
+            con.register("_mvs_keys", _keys_table(key_cols, keys))
+            try:
+                rel = con.sql(
+                    f"SELECT t.* FROM {self.t(table)} t SEMI JOIN _mvs_keys k ON {_on(key_cols)}"
+                )
+                names = rel.columns
+                rows = [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
+            finally:
+                con.unregister("_mvs_keys")
         state: dict[Key, Row | None] = dict.fromkeys(keys)
         for row in rows:
             state[tuple(row[c] for c in key_cols)] = row
         return state
 
     def _write(
-        self, con: duckdb.DuckDBPyConnection, table: str, changed: dict[Key, Row | None]
+        self, con: duckdb.DuckDBPyConnection, table: str, changed: dict[Key, Row | None],
+        before: dict[Key, Row | None],
     ) -> None:
         key_cols = self.keys[table]
         name = self.t(table)
-        con.register("_mvs_keys", _keys_table(key_cols, changed))
-        try:
-            con.execute(f"DELETE FROM {name} t USING _mvs_keys k WHERE {_on(key_cols)}")
-        finally:
-            con.unregister("_mvs_keys")
+        # only a row that was there needs deleting (a new key has none: no scan for it)
+        stored = [k for k in changed if before.get(k) is not None]
+        indexed = by_index(key_cols, stored)
+        if indexed is not None:
+            con.execute(f"DELETE FROM {name} WHERE {indexed[0]}", indexed[1])
+        elif stored:
+            con.register("_mvs_keys", _keys_table(key_cols, stored))
+            try:
+                con.execute(f"DELETE FROM {name} t USING _mvs_keys k WHERE {_on(key_cols)}")
+            finally:
+                con.unregister("_mvs_keys")
         insert_rows(con, name, [r for r in changed.values() if r is not None])
 
 

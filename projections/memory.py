@@ -234,29 +234,49 @@ class MemoryProjection(Projection):
         "memory_embeddings": ("memory_id",),
     }
     handlers = _HANDLERS
+    filtered = ("memories", "memory_relationships", "context_group_members", "memory_embeddings")
 
     def reads(self, item: Item) -> Iterable[tuple[str, Key]]:
         return ()
 
     def after_fold(self, con: duckdb.DuckDBPyConnection, ctx: FoldContext) -> None:
-        # memory_count is derived: recount the sessions whose memories or rows changed.
-        touched: set[str] = set()
+        # memory_count is derived. A session created in this batch is counted from the
+        # memories table (once per session); any other session's count moves by the live
+        # memories it gained or lost in this batch, so no batch scans the whole table.
+        created = {
+            k[0] for k, v in ctx.state.get("sessions", {}).items()
+            if v is not None and ctx.before["sessions"].get(k) is None
+        }
+        delta: dict[str, int] = {}
         mem_now, mem_before = ctx.state.get("memories", {}), ctx.before.get("memories", {})
         for key, row in mem_now.items():
             old = mem_before.get(key)
             if row is old:
                 continue
-            for r in (row, old):
-                if r is not None and r.get("session_id"):
-                    touched.add(r["session_id"])
-        touched.update(k[0] for k, v in ctx.state.get("sessions", {}).items() if v is not None)
-        if not touched:
+            for r, d in ((old, -1), (row, 1)):
+                if r is not None and not r["deleted"] and r.get("session_id"):
+                    delta[r["session_id"]] = delta.get(r["session_id"], 0) + d
+        moved = {s: d for s, d in delta.items() if d and s not in created}
+        sessions = self.t("sessions")
+        if moved:
+            con.register(
+                "_mvs_moved",
+                pa.table({"session_id": list(moved), "d": list(moved.values())}),
+            )
+            try:
+                con.execute(
+                    f"UPDATE {sessions} s SET memory_count = s.memory_count + m.d "
+                    "FROM _mvs_moved m WHERE s.session_id = m.session_id"
+                )
+            finally:
+                con.unregister("_mvs_moved")
+        if not created:
             return
-        con.register("_mvs_sessions", pa.table({"session_id": sorted(touched)}))
+        con.register("_mvs_sessions", pa.table({"session_id": sorted(created)}))
         try:
             con.execute(
                 f"""
-                UPDATE {self.t("sessions")} s SET memory_count = coalesce(c.n, 0)
+                UPDATE {sessions} s SET memory_count = coalesce(c.n, 0)
                 FROM _mvs_sessions k LEFT JOIN (
                     SELECT session_id, count(*) AS n FROM {self.t("memories")}
                     WHERE NOT deleted AND session_id IN (SELECT session_id FROM _mvs_sessions)

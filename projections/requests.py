@@ -16,7 +16,17 @@ from typing import Any, ClassVar
 import duckdb
 import pyarrow as pa
 
-from projections.base import Append, FoldContext, Item, Key, Merge, Projection, Row, insert_rows
+from projections.base import (
+    Append,
+    FoldContext,
+    Item,
+    Key,
+    Merge,
+    Projection,
+    Row,
+    by_index,
+    insert_rows,
+)
 from streams.base import Event
 from streams.events import requests as rq
 
@@ -135,7 +145,6 @@ g AS (
         arg_max_null(error, seq) FILTER (WHERE ev = 3) AS error
     FROM b GROUP BY request_id
 )
-INSERT OR REPLACE INTO <requests> BY NAME
 SELECT g.request_id,
     CASE WHEN g.has_recv THEN g.kind ELSE r.kind END AS kind,
     CASE WHEN g.has_recv THEN g.session_id ELSE r.session_id END AS session_id,
@@ -155,12 +164,19 @@ SELECT g.request_id,
     CASE WHEN g.has_done THEN g.error ELSE r.error END AS error,
     coalesce(r.stages, 0) + g.stages AS stages,
     g.last_seq
-FROM g LEFT JOIN <requests> r ON r.request_id = g.request_id
+FROM g LEFT JOIN <stored> r ON r.request_id = g.request_id
 """
 
 
 class RequestsProjection(GenericRequestsProjection):
-    """The same rows as :class:`GenericRequestsProjection`, folded set-based (see above)."""
+    """The same rows as :class:`GenericRequestsProjection`, folded set-based (see above).
+
+    The stored rows merged in are only those of requests the key filter does not know to
+    be new: found by index when they are few, else by a join; a batch of new requests is
+    a plain insert (an upsert or a join scans the table, see ``projections.keyfilter``).
+    """
+
+    filtered = ("requests",)
 
     def fold(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> list[tuple[Item, str]]:
         cols: dict[str, list[Any]] = {name: [] for name in _BATCH_SCHEMA.names}
@@ -192,10 +208,44 @@ class RequestsProjection(GenericRequestsProjection):
                 row = _stage(item)
                 row["last_seq"] = item.seq
                 stages.append(row)
+        table = self.t("requests")
+        keys = list(dict.fromkeys(rid))
+        f = self.filters["requests"]
+        if not f.loaded:
+            f.load(con, table)
+        hashes = f.hashes(con, [(k,) for k in keys])
+        maybe = f.maybe(hashes)
+        stored = [(k,) for k, m in zip(keys, maybe.tolist(), strict=True) if m]
+        indexed = by_index(("request_id",), stored)
+        values: list[Any] = []
+        if not stored:
+            source = f"(SELECT * FROM {table} WHERE false)"
+        elif indexed is not None:
+            source = f"(SELECT * FROM {table} WHERE {indexed[0]})"
+            values = indexed[1]
+        else:
+            source = table
         con.register("_mvs_requests", pa.Table.from_pydict(cols, schema=_BATCH_SCHEMA))
         try:
-            con.execute(_MERGE.replace("<requests>", self.t("requests")))
+            sql = _MERGE.replace("<stored>", source)
+            merged = con.sql(sql, params=values or None).to_arrow_table()
         finally:
             con.unregister("_mvs_requests")
+        if indexed is not None:
+            con.execute(f"DELETE FROM {table} WHERE {indexed[0]}", indexed[1])
+        elif stored:
+            con.register("_mvs_keys", pa.table({"request_id": [k for (k,) in stored]}))
+            try:
+                con.execute(
+                    f"DELETE FROM {table} t USING _mvs_keys k WHERE t.request_id = k.request_id"
+                )
+            finally:
+                con.unregister("_mvs_keys")
+        con.register("_mvs_merged", merged)
+        try:
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _mvs_merged")
+        finally:
+            con.unregister("_mvs_merged")
+        f.add(hashes[~maybe])
         insert_rows(con, self.t("request_stages"), stages)
         return []

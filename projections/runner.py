@@ -227,6 +227,7 @@ class ProjectionRunner:
             "SELECT last_seq FROM projection_positions WHERE projection = ?", [self.name]
         ).fetchall()
         self.last_seq = int(rows[0][0]) if rows else 0
+        self.projection.reset_filters()
         self.applied = set()
         if self.projection.dedup:
             ids = self.con.sql(

@@ -397,7 +397,21 @@ request_events = st.one_of(
 def test_set_based_requests_fold_equals_the_event_by_event_fold(
     events: list[Event], data: st.DataObject
 ) -> None:
-    """Every column of ``requests`` and ``request_stages``, for any split into batches."""
+    """Every column of ``requests`` and ``request_stages``, for any split into batches.
+
+    Stored rows are found by index or (``by_join``) by a join, as for batches of many keys.
+    """
+    from unittest import mock
+
+    from projections import base
+
+    by_join = data.draw(st.booleans(), label="by_join")
+    with mock.patch.object(base, "INDEX_LOOKUP_MAX", 0 if by_join else base.INDEX_LOOKUP_MAX):
+        tables = _fold_requests_both_ways(events, data)
+    assert tables[0] == tables[1]
+
+
+def _fold_requests_both_ways(events: list[Event], data: st.DataObject) -> list[Any]:
     from projections.requests import GenericRequestsProjection, RequestsProjection
 
     items = [Item(i + 1, subject_of(e), e, b"") for i, e in enumerate(events)]
@@ -418,4 +432,4 @@ def test_set_based_requests_fold_equals_the_event_by_event_fold(
             for t in ("requests", "request_stages")
         ])
         con.close()
-    assert tables[0] == tables[1]
+    return tables
