@@ -271,7 +271,7 @@ class Projection:
                     for table, key in self.reads(item):
                         wanted.setdefault(table, set()).add(key)
         ctx = FoldContext()
-        fresh: dict[str, np.ndarray] = {}
+        fresh: dict[str, tuple[list[Key], np.ndarray]] = {}
         for table, keys in wanted.items():
             ctx.state[table], fresh[table] = self._load_filtered(con, table, keys)
             ctx.before[table] = dict(ctx.state[table])
@@ -314,7 +314,11 @@ class Projection:
             self._write(con, table, changed, before)
         for table, f in self.filters.items():
             if table in fresh:
-                f.add(fresh[table])
+                # keys read but never written stay out of the table, and of the filter
+                keys, hashes = fresh[table]
+                states = ctx.state[table]
+                kept = np.fromiter((states[k] is not None for k in keys), bool, len(keys))
+                f.add(hashes[kept])
         for table, rows in appends.items():
             insert_rows(con, self.t(table), rows)
         self.after_fold(con, ctx)
@@ -329,23 +333,25 @@ class Projection:
 
     def _load_filtered(
         self, con: duckdb.DuckDBPyConnection, table: str, keys: set[Key]
-    ) -> tuple[dict[Key, Row | None], np.ndarray]:
-        """The current rows of ``keys`` (None: absent) and the hashes of the new keys."""
+    ) -> tuple[dict[Key, Row | None], tuple[list[Key], np.ndarray]]:
+        """The current rows of ``keys`` (None: absent), and the new keys with their hashes."""
         f = self.filters.get(table)
         if f is None:
-            return self._load(con, table, keys), np.empty(0, dtype=np.uint64)
+            return self._load(con, table, keys), ([], np.empty(0, dtype=np.uint64))
         if not f.loaded:
             f.load(con, self.t(table))
         ordered = list(keys)
         hashes = f.hashes(con, ordered)
         maybe = f.maybe(hashes)
-        if maybe.all():
-            return self._load(con, table, keys), hashes[~maybe]
+        flags = maybe.tolist()
+        new = [k for k, m in zip(ordered, flags, strict=True) if not m]
+        if not new:
+            return self._load(con, table, keys), (new, hashes[~maybe])
         state: dict[Key, Row | None] = dict.fromkeys(keys)
-        known = [k for k, m in zip(ordered, maybe.tolist(), strict=True) if m]
+        known = [k for k, m in zip(ordered, flags, strict=True) if m]
         if known:
             state.update(self._load(con, table, set(known)))
-        return state, hashes[~maybe]
+        return state, (new, hashes[~maybe])
 
     def _load(
         self, con: duckdb.DuckDBPyConnection, table: str, keys: set[Key]

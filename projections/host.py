@@ -48,7 +48,7 @@ from mvs.errors import MvsError, ProjectionError
 from projections import query as q
 from projections.rebuild import RebuildReport, rebuild
 from projections.registry import PROJECTIONS, projection
-from projections.runner import DecodeCache, ProjectionRunner, create_core_schema, open_db
+from projections.runner import DecodeCache, Pace, ProjectionRunner, create_core_schema, open_db
 from streams.definitions import EVENTS_STREAM, apply_streams
 
 __all__ = ["GC_THRESHOLD", "ProjectionHost", "Status"]
@@ -98,6 +98,7 @@ class ProjectionHost:
         self._rebuilding = asyncio.Lock()
         # one decode per event for all projections (history and its domain projection)
         self.decoder = DecodeCache()
+        self.pace = Pace()
         # Folds run on their own pool, one thread per projection by default: DuckDB releases
         # the GIL inside each statement, so folds overlap; measured on 100k events, one shared
         # fold thread was ~20% slower than one per projection (2 threads: about the same).
@@ -139,7 +140,7 @@ class ProjectionHost:
         for name in self.names:
             runner = ProjectionRunner(
                 projection(name), self.db, self.js, batch=self.batch, decoder=self.decoder,
-                executor=self._executor,
+                executor=self._executor, pace=self.pace,
             )
             runner.prepare()
             await runner.subscribe()
