@@ -181,3 +181,35 @@ def test_query_cli_reads_the_file_when_the_advertised_host_is_gone(
     done = mvs(tmp_path, nats_url, "query", "SELECT count(*) AS n FROM events")
     assert done.returncode == 0, done.stderr
     assert str(len(sample_events())) in done.stdout
+
+
+def test_pace_holds_a_runner_ahead_until_the_slowest_busy_one_comes_near() -> None:
+    from projections.runner import Pace, RawMessage
+
+    def upto(seq: int) -> list[RawMessage]:
+        return [RawMessage(seq, "mvs.evt.x", b"")]
+
+    async def go() -> None:
+        pace = Pace(window=100, max_wait=5.0)
+        fast, slow = object(), object()
+        pace.fetched(fast, upto(500))
+        pace.fetched(slow, upto(100))
+        held = asyncio.ensure_future(pace.hold(fast))
+        await asyncio.sleep(0.05)
+        assert not held.done()  # 400 ahead of a busy sibling
+        pace.fetched(slow, upto(450))
+        await asyncio.wait_for(held, 1.0)
+        # a caught-up sibling (an empty fetch) or one that left holds nobody back
+        pace.fetched(fast, upto(900))
+        pace.fetched(slow, [])
+        await asyncio.wait_for(pace.hold(fast), 0.1)
+        pace.fetched(slow, upto(100))
+        pace.left(slow)
+        await asyncio.wait_for(pace.hold(fast), 0.1)
+        # never more than max_wait, whatever the sibling does
+        stuck = Pace(window=1, max_wait=0.05)
+        stuck.fetched(fast, upto(900))
+        stuck.fetched(slow, upto(1))
+        await asyncio.wait_for(stuck.hold(fast), 1.0)
+
+    asyncio.run(go())
