@@ -17,7 +17,7 @@ then has no effect on any table and goes to ``dead_letters``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, ClassVar, NamedTuple
@@ -149,9 +149,15 @@ def arrow_table(
         ).fetchall()
         schema = pa.schema([(name, _TYPES[dtype]) for name, dtype in cols])
         _arrow_schemas[cache_key] = schema
-    # from_pydict over per-column lists is ~3x faster than from_pylist over dict rows (and
-    # column-by-column .get was measured as fast as transposing itemgetter tuples with zip)
-    columns = {name: [r.get(name) for r in rows] for name in schema.names}
+    # from_pydict over per-column lists is ~3x faster than from_pylist over dict rows. The
+    # values are taken row by row and transposed: column by column walks every row dict once
+    # per column, which on a fold's 10k rows (~12 MB of dicts) missed the caches (measured
+    # 3.1 against 2.2 us per memory row).
+    names = schema.names
+    if not rows:
+        return schema.empty_table()
+    values = [tuple(map(r.get, names)) for r in rows]
+    columns = dict(zip(names, map(list, zip(*values, strict=True)), strict=True))
     return pa.Table.from_pydict(columns, schema=schema)
 
 
@@ -262,14 +268,16 @@ class Projection:
         Returns the refused items with their reasons.
         """
         handlers = self.handlers
-        # 1. every key each keyed table needs
-        wanted: dict[str, set[Key]] = {}
+        # 1. every key each keyed table needs, in the order the batch first names them (rows
+        # are then built, copied and written in that order: walking 10k row dicts in hash
+        # order instead missed the CPU caches and cost ~2x in building the Arrow columns)
+        wanted: dict[str, dict[Key, None]] = {}
         for item in items:
             for h in handlers.get(type(item.event), ()):
                 if isinstance(h, Merge):
-                    wanted.setdefault(h.table, set()).add(h.key(item))
+                    wanted.setdefault(h.table, {})[h.key(item)] = None
                     for table, key in self.reads(item):
-                        wanted.setdefault(table, set()).add(key)
+                        wanted.setdefault(table, {})[key] = None
         ctx = FoldContext()
         fresh: dict[str, tuple[list[Key], np.ndarray]] = {}
         for table, keys in wanted.items():
@@ -315,9 +323,11 @@ class Projection:
         for table, f in self.filters.items():
             if table in fresh:
                 # keys read but never written stay out of the table, and of the filter
-                keys, hashes = fresh[table]
+                new_keys, hashes = fresh[table]
                 states = ctx.state[table]
-                kept = np.fromiter((states[k] is not None for k in keys), bool, len(keys))
+                kept = np.fromiter(
+                    (states[k] is not None for k in new_keys), bool, len(new_keys)
+                )
                 f.add(hashes[kept])
         for table, rows in appends.items():
             insert_rows(con, self.t(table), rows)
@@ -332,7 +342,7 @@ class Projection:
         """Set-based follow-ups after a batch (e.g. derived counts)."""
 
     def _load_filtered(
-        self, con: duckdb.DuckDBPyConnection, table: str, keys: set[Key]
+        self, con: duckdb.DuckDBPyConnection, table: str, keys: Collection[Key]
     ) -> tuple[dict[Key, Row | None], tuple[list[Key], np.ndarray]]:
         """The current rows of ``keys`` (None: absent), and the new keys with their hashes."""
         f = self.filters.get(table)
@@ -350,11 +360,11 @@ class Projection:
         state: dict[Key, Row | None] = dict.fromkeys(keys)
         known = [k for k, m in zip(ordered, flags, strict=True) if m]
         if known:
-            state.update(self._load(con, table, set(known)))
+            state.update(self._load(con, table, known))
         return state, (new, hashes[~maybe])
 
     def _load(
-        self, con: duckdb.DuckDBPyConnection, table: str, keys: set[Key]
+        self, con: duckdb.DuckDBPyConnection, table: str, keys: Collection[Key]
     ) -> dict[Key, Row | None]:
         key_cols = self.keys[table]
         indexed = by_index(key_cols, list(keys))
