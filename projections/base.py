@@ -40,9 +40,12 @@ __all__ = [
     "Merge",
     "Projection",
     "Row",
+    "arrow_schema",
     "arrow_table",
     "checksum",
     "dumps",
+    "insert_arrow",
+    "insert_columns",
     "insert_rows",
 ]
 
@@ -135,10 +138,8 @@ _TYPES: dict[str, pa.DataType] = {
 }
 
 
-def arrow_table(
-    con: duckdb.DuckDBPyConnection, table: str, rows: list[Row]
-) -> pa.Table:
-    """An Arrow table with the column types of DuckDB ``table`` built from dict rows."""
+def arrow_schema(con: duckdb.DuckDBPyConnection, table: str) -> pa.Schema:
+    """The Arrow schema of DuckDB ``table``'s columns (looked up once per connection)."""
     cache_key = (id(con), table)
     schema = _arrow_schemas.get(cache_key)
     if schema is None:
@@ -149,6 +150,14 @@ def arrow_table(
         ).fetchall()
         schema = pa.schema([(name, _TYPES[dtype]) for name, dtype in cols])
         _arrow_schemas[cache_key] = schema
+    return schema
+
+
+def arrow_table(
+    con: duckdb.DuckDBPyConnection, table: str, rows: list[Row]
+) -> pa.Table:
+    """An Arrow table with the column types of DuckDB ``table`` built from dict rows."""
+    schema = arrow_schema(con, table)
     # from_pydict over per-column lists is ~3x faster than from_pylist over dict rows. The
     # values are taken row by row and transposed: column by column walks every row dict once
     # per column, which on a fold's 10k rows (~12 MB of dicts) missed the caches (measured
@@ -162,9 +171,21 @@ def arrow_table(
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[Row]) -> None:
-    if not rows:
+    if rows:
+        insert_arrow(con, table, arrow_table(con, table, rows))
+
+
+def insert_columns(
+    con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, list[Any]]
+) -> None:
+    """Insert rows given column by column (every column of ``table``, in any order)."""
+    schema = arrow_schema(con, table)
+    insert_arrow(con, table, pa.Table.from_pydict(columns, schema=schema))
+
+
+def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
+    if not data.num_rows:
         return
-    data = arrow_table(con, table, rows)
     con.register("_mvs_rows", data)
     try:
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _mvs_rows")
@@ -391,20 +412,25 @@ class Projection:
         self, con: duckdb.DuckDBPyConnection, table: str, changed: dict[Key, Row | None],
         before: dict[Key, Row | None],
     ) -> None:
+        # only a row that was there needs deleting (a new key has none: no scan for it)
+        self._delete(con, table, [k for k in changed if before.get(k) is not None])
+        insert_rows(con, self.t(table), [r for r in changed.values() if r is not None])
+
+    def _delete(self, con: duckdb.DuckDBPyConnection, table: str, keys: list[Key]) -> None:
+        """Delete the rows of ``keys`` from ``table`` (by index when there are few)."""
+        if not keys:
+            return
         key_cols = self.keys[table]
         name = self.t(table)
-        # only a row that was there needs deleting (a new key has none: no scan for it)
-        stored = [k for k in changed if before.get(k) is not None]
-        indexed = by_index(key_cols, stored)
+        indexed = by_index(key_cols, keys)
         if indexed is not None:
             con.execute(f"DELETE FROM {name} WHERE {indexed[0]}", indexed[1])
-        elif stored:
-            con.register("_mvs_keys", _keys_table(key_cols, stored))
-            try:
-                con.execute(f"DELETE FROM {name} t USING _mvs_keys k WHERE {_on(key_cols)}")
-            finally:
-                con.unregister("_mvs_keys")
-        insert_rows(con, name, [r for r in changed.values() if r is not None])
+            return
+        con.register("_mvs_keys", _keys_table(key_cols, keys))
+        try:
+            con.execute(f"DELETE FROM {name} t USING _mvs_keys k WHERE {_on(key_cols)}")
+        finally:
+            con.unregister("_mvs_keys")
 
 
 def checksum(con: duckdb.DuckDBPyConnection, table: str) -> tuple[int, int]:

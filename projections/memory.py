@@ -33,6 +33,7 @@ from projections.base import (
     Projection,
     Row,
     dumps,
+    insert_columns,
 )
 from streams.base import Event
 from streams.events import memory as m
@@ -44,26 +45,37 @@ def _mem_key(item: Item) -> Key:
     return (item.event.memory_id,)  # type: ignore[attr-defined]
 
 
-def _written(old: Row | None, item: Item, ctx: FoldContext) -> Row:
-    ev: m.MemoryWritten = item.event  # type: ignore[assignment]
+def written_columns(items: list[Item]) -> dict[str, list[Any]]:
+    """The ``memories`` rows of ``MemoryWritten`` items, column by column.
+
+    The one definition of a written memory: the generic fold takes it one row at a time
+    (:func:`_written`), :meth:`MemoryProjection.fold` a batch at a time.
+    """
+    evs: list[m.MemoryWritten] = [i.event for i in items]  # type: ignore[misc]
+    n = len(evs)
     return {
-        "memory_id": ev.memory_id,
-        "content": ev.content,
-        "memory_type": ev.memory_type,
-        "tier": ev.tier,
-        "importance": ev.importance,
-        "access_count": ev.access_count,
-        "created_at": ev.created_at if ev.created_at is not None else ev.occurred_at,
-        "last_accessed_at": ev.last_accessed_at,
-        "expires_at": ev.expires_at,
-        "metadata": dumps(ev.metadata),
-        "metadata_raw": ev.metadata_raw,
-        "tags": dumps(ev.tags),
-        "parent_id": ev.parent_id,
-        "session_id": ev.session_id,
-        "deleted": False,
-        "updated_at": ev.occurred_at,
+        "memory_id": [e.memory_id for e in evs],
+        "content": [e.content for e in evs],
+        "memory_type": [e.memory_type for e in evs],
+        "tier": [e.tier for e in evs],
+        "importance": [e.importance for e in evs],
+        "access_count": [e.access_count for e in evs],
+        "created_at": [e.occurred_at if e.created_at is None else e.created_at for e in evs],
+        "last_accessed_at": [e.last_accessed_at for e in evs],
+        "expires_at": [e.expires_at for e in evs],
+        "metadata": [dumps(e.metadata) for e in evs],
+        "metadata_raw": [e.metadata_raw for e in evs],
+        "tags": [dumps(e.tags) for e in evs],
+        "parent_id": [e.parent_id for e in evs],
+        "session_id": [e.session_id for e in evs],
+        "deleted": [False] * n,
+        "updated_at": [e.occurred_at for e in evs],
+        "last_seq": [i.seq for i in items],
     }
+
+
+def _written(old: Row | None, item: Item, ctx: FoldContext) -> Row:
+    return {name: column[0] for name, column in written_columns([item]).items()}
 
 
 def _live(old: Row | None, item: Item) -> Row:
@@ -213,6 +225,35 @@ _HANDLERS: dict[type[Event], tuple[Append | Merge, ...]] = {
 }
 
 
+# the event types whose fold reads or changes a row of ``memories``
+_ON_MEMORIES = frozenset(
+    t for t, hs in _HANDLERS.items()
+    if any(isinstance(h, Merge) and h.table == "memories" for h in hs)
+)
+
+
+def _split_writes(items: list[Item]) -> tuple[list[Item], list[Item]]:
+    """(the last ``MemoryWritten`` of each memory no other event of the batch touches, the rest).
+
+    Such a memory's row after the batch is its last write, whatever it was before, so those
+    writes need no event-by-event fold. Events of the rest never touch those rows.
+    """
+    touched = {
+        i.event.memory_id  # type: ignore[attr-defined]
+        for i in items
+        if type(i.event) is not m.MemoryWritten and type(i.event) in _ON_MEMORIES
+    }
+    last: dict[str, Item] = {}
+    rest: list[Item] = []
+    for i in items:
+        ev = i.event
+        if type(ev) is m.MemoryWritten and ev.memory_id not in touched:
+            last[ev.memory_id] = i  # a later write of the same memory replaces it
+        else:
+            rest.append(i)
+    return list(last.values()), rest
+
+
 class MemoryProjection(Projection):
     name = "memory"
     subjects = ("mvs.evt.memory.>",)
@@ -239,6 +280,58 @@ class MemoryProjection(Projection):
     def reads(self, item: Item) -> Iterable[tuple[str, Key]]:
         return ()
 
+    # Writes of memories nothing else in the batch touches (a legacy DB's replay: nearly every
+    # event) are folded column by column: measured ~13 -> ~5 us per event. Off only to test
+    # that both ways give the same tables.
+    columnar_writes: ClassVar[bool] = True
+
+    def fold(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> list[tuple[Item, str]]:
+        if not self.columnar_writes:
+            return super().fold(con, items)
+        writes, rest = _split_writes(items)
+        if writes:
+            self._fold_writes(con, writes)
+        # the rest after the writes: a session it creates is counted with them
+        return super().fold(con, rest) if rest else []
+
+    def _fold_writes(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> None:
+        """Replace (or create) the rows of ``items``' memories with those writes."""
+        keys: list[Key] = [(i.event.memory_id,) for i in items]  # type: ignore[attr-defined]
+        f = self.filters["memories"]
+        if not f.loaded:
+            f.load(con, self.t("memories"))
+        hashes = f.hashes(con, keys)
+        maybe = f.maybe(hashes)
+        known = [k for k, mb in zip(keys, maybe.tolist(), strict=True) if mb]
+        before = self._load(con, "memories", known) if known else {}
+        self._delete(con, "memories", [k for k, row in before.items() if row is not None])
+        columns = written_columns(items)
+        insert_columns(con, self.t("memories"), columns)
+        f.add(hashes[~maybe])
+        delta: dict[str, int] = {}
+        for row in before.values():  # a replaced live memory leaves its session
+            if row is not None and not row["deleted"] and row.get("session_id"):
+                delta[row["session_id"]] = delta.get(row["session_id"], 0) - 1
+        for session in columns["session_id"]:
+            if session:
+                delta[session] = delta.get(session, 0) + 1
+        self._move_session_counts(con, delta)
+
+    def _move_session_counts(self, con: duckdb.DuckDBPyConnection, delta: dict[str, int]) -> None:
+        moved = {s: d for s, d in delta.items() if d}
+        if not moved:
+            return
+        con.register(
+            "_mvs_moved", pa.table({"session_id": list(moved), "d": list(moved.values())})
+        )
+        try:
+            con.execute(
+                f"UPDATE {self.t('sessions')} s SET memory_count = s.memory_count + m.d "
+                "FROM _mvs_moved m WHERE s.session_id = m.session_id"
+            )
+        finally:
+            con.unregister("_mvs_moved")
+
     def after_fold(self, con: duckdb.DuckDBPyConnection, ctx: FoldContext) -> None:
         # memory_count is derived. A session created in this batch is counted from the
         # memories table (once per session); any other session's count moves by the live
@@ -256,22 +349,10 @@ class MemoryProjection(Projection):
             for r, d in ((old, -1), (row, 1)):
                 if r is not None and not r["deleted"] and r.get("session_id"):
                     delta[r["session_id"]] = delta.get(r["session_id"], 0) + d
-        moved = {s: d for s, d in delta.items() if d and s not in created}
-        sessions = self.t("sessions")
-        if moved:
-            con.register(
-                "_mvs_moved",
-                pa.table({"session_id": list(moved), "d": list(moved.values())}),
-            )
-            try:
-                con.execute(
-                    f"UPDATE {sessions} s SET memory_count = s.memory_count + m.d "
-                    "FROM _mvs_moved m WHERE s.session_id = m.session_id"
-                )
-            finally:
-                con.unregister("_mvs_moved")
+        self._move_session_counts(con, {s: d for s, d in delta.items() if s not in created})
         if not created:
             return
+        sessions = self.t("sessions")
         con.register("_mvs_sessions", pa.table({"session_id": sorted(created)}))
         try:
             con.execute(
