@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
+import os
 import tempfile
 import time
 from collections import Counter
@@ -188,12 +189,21 @@ async def run_verification(
         con.close()
 
 
+# The verifying process (and the legacy reader it starts) yields the CPU to the replay: on
+# 2 cores all of them at once are more than the cores give, and the replay is what the
+# user waits for first; the folding catches up once the replay is done.
+VERIFY_NICE = 10
+
+
 def _early_child(
     url: str, duckdb_path: str, sources: list[str], opts: ReplayOptions, conn: Connection,
     timeout: float,
 ) -> None:
     """Child process body: verify, with the last sequence read from ``conn``; send the report."""
     from mvs.bus import connect
+
+    with contextlib.suppress(OSError):
+        os.nice(VERIFY_NICE)
 
     async def main() -> VerifyReport:
         nc = await connect(url, name="mvs-verify")
