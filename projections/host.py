@@ -12,8 +12,9 @@ Usage from a supervisor::
         report = await host.rebuild("memory")   # rebuild from seq 0, swap in, checksums
         ...                            # host.stop() on exit
 
-``start()`` applies the stream definitions, creates the tables, (re)creates one durable pull
-consumer per projection at the stored position and runs each as an asyncio task. It serves
+``start()`` applies the stream definitions, creates the tables and (re)creates one durable
+pull consumer, the :class:`~projections.feed.Feed`, after the lowest stored position; it reads
+the log once and hands each projection the events of its subjects. It serves
 
 * ``mvs.svc.query.sql``: a SELECT, answered as an Arrow IPC stream (see :mod:`projections.query`);
 * ``mvs.svc.query.export``: write every table to Parquet in a directory;
@@ -46,9 +47,10 @@ from nats.js.errors import NotFoundError
 
 from mvs.errors import MvsError, ProjectionError
 from projections import query as q
+from projections.feed import Feed
 from projections.rebuild import RebuildReport, rebuild
 from projections.registry import PROJECTIONS, projection
-from projections.runner import DecodeCache, Pace, ProjectionRunner, create_core_schema, open_db
+from projections.runner import DecodeCache, ProjectionRunner, create_core_schema, open_db
 from streams.definitions import EVENTS_STREAM, apply_streams
 
 __all__ = ["GC_THRESHOLD", "ProjectionHost", "Status"]
@@ -92,13 +94,14 @@ class ProjectionHost:
         self.url = url or (nc.connected_url.geturl() if nc.connected_url else "")
         self.db: duckdb.DuckDBPyConnection | None = None
         self.runners: dict[str, ProjectionRunner] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._stops: dict[str, asyncio.Event] = {}
+        # one consumer for every runner not being rebuilt (see projections.feed)
+        self.feed: Feed | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop_feed = asyncio.Event()
         self._subs: list[Subscription] = []
         self._rebuilding = asyncio.Lock()
         # one decode per event for all projections (history and its domain projection)
         self.decoder = DecodeCache()
-        self.pace = Pace()
         # Folds run on their own pool, one thread per projection by default: DuckDB releases
         # the GIL inside each statement, so folds overlap; measured on 100k events, one shared
         # fold thread was ~20% slower than one per projection (2 threads: about the same).
@@ -140,36 +143,50 @@ class ProjectionHost:
         for name in self.names:
             runner = ProjectionRunner(
                 projection(name), self.db, self.js, batch=self.batch, decoder=self.decoder,
-                executor=self._executor, pace=self.pace,
+                executor=self._executor,
             )
             runner.prepare()
-            await runner.subscribe()
+            # a consumer of its own, left by a rebuild that did not finish (or an older MVS)
+            with contextlib.suppress(NotFoundError):
+                await self.js.delete_consumer(EVENTS_STREAM, runner.durable)
             self.runners[name] = runner
-            self._spawn(name)
+        await self._follow(list(self.runners.values()))
         if self.serve:
             await self._serve()
             self._advertise()
 
-    def _spawn(self, name: str) -> None:
-        stop = asyncio.Event()
-        self._stops[name] = stop
-        self._tasks[name] = asyncio.create_task(self.runners[name].run(stop), name=f"proj-{name}")
+    async def _follow(self, runners: list[ProjectionRunner]) -> None:
+        """Feed ``runners`` from one consumer starting after the lowest of their positions."""
+        await self._halt()
+        self.feed = Feed(self.js, runners, batch=self.batch, executor=self._executor)
+        await self.feed.subscribe()
+        self._stop_feed = asyncio.Event()
+        self._task = asyncio.create_task(self.feed.run(self._stop_feed), name="proj-feed")
 
-    async def _halt(self, name: str) -> None:
-        self._stops[name].set()
-        await self._tasks.pop(name)
+    async def _halt(self) -> None:
+        """Stop the feed after the batch it is folding; store the idle runners' positions."""
+        if self._task is None or self.feed is None:
+            return
+        self._stop_feed.set()
+        task, self._task = self._task, None
+        try:
+            await task
+        finally:
+            await self.nc.flush()
+            with contextlib.suppress(Exception):
+                await self.feed.settle()
+            await self.feed.close()
 
     async def stop(self) -> None:
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs.clear()
-        for name in list(self._tasks):
-            await self._halt(name)
-        for runner in self.runners.values():
-            with contextlib.suppress(Exception):
-                await runner.close()
-        self.runners.clear()
+        try:
+            await self._halt()
+        finally:
+            self.feed = None
+            self.runners.clear()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -188,6 +205,7 @@ class ProjectionHost:
         deadline = None if timeout is None else time.monotonic() + timeout
         for name, runner in self.runners.items():
             while not await self._reached(runner, seq):
+                self._check_feed()
                 if deadline is not None and time.monotonic() > deadline:
                     raise ProjectionError(
                         f"projection {name} did not reach seq {seq} in {timeout}s "
@@ -202,30 +220,42 @@ class ProjectionHost:
         await self.wait_for(seq, timeout=timeout)
         return seq
 
-    async def _reached(self, runner: ProjectionRunner, seq: int) -> bool:
-        if runner.last_seq >= seq:
-            return True
-        # A filtered projection may never see ``seq`` itself: it has reached it when nothing
-        # is left to deliver and everything delivered is acked (acks follow the commit).
-        try:
-            ci = await self.js.consumer_info(EVENTS_STREAM, runner.durable)
-        except NotFoundError:
-            return False
-        return (
-            ci.num_pending == 0
-            and ci.num_ack_pending == 0
-            and (ci.ack_floor.stream_seq or 0) >= (ci.delivered.stream_seq or 0)
+    def _check_feed(self) -> None:
+        """Raise if the feed stopped by itself (a fold failed beyond dead-lettering)."""
+        task = self._task
+        if task is None or not task.done():
+            return
+        exc = None if task.cancelled() else task.exception()
+        raise ProjectionError(
+            "the projections' feed stopped: "
+            + (f"{type(exc).__name__}: {exc}" if exc is not None else "cancelled")
         )
+
+    async def _reached(self, runner: ProjectionRunner, seq: int) -> bool:
+        at, idle = await self.position(runner.name)
+        return at >= seq or idle
+
+    def _fed(self, runner: ProjectionRunner) -> bool:
+        return self.feed is not None and self._task is not None and runner in self.feed.runners
+
+    async def position(self, name: str) -> tuple[int, bool]:
+        """(the last seq projection ``name`` applied, whether nothing is left for it to fold).
+
+        A projection sees only its subjects, so its position can stay below the stream's:
+        it is caught up when the feed has nothing pending and nothing unacknowledged (acks
+        follow the commits).
+        """
+        runner = self.runners.get(name)
+        if runner is None:
+            raise ProjectionError(f"projection {name!r} is not run by this host")
+        assert self.feed is not None
+        return runner.last_seq, self._fed(runner) and await self.feed.idle()
 
     async def status(self) -> list[Status]:
         out = []
+        feed_lag = None if self.feed is None else await self.feed.lag()
         for name, runner in self.runners.items():
-            lag: int | None
-            try:
-                ci = await self.js.consumer_info(EVENTS_STREAM, runner.durable)
-                lag = int(ci.num_pending or 0) + int(ci.num_ack_pending or 0)
-            except NotFoundError:
-                lag = None
+            lag = feed_lag if self._fed(runner) else None
             out.append(
                 Status(
                     projection=name, last_seq=runner.last_seq, lag=lag,
@@ -241,11 +271,16 @@ class ProjectionHost:
         assert self.db is not None
         async with self._rebuilding:
             live = self.runners[name]
-            await self._halt(name)
+            # the others follow on while this one rebuilds through consumers of its own
+            await self._follow([r for r in self.runners.values() if r is not live])
             try:
+                await live.subscribe()
                 return await rebuild(self.db, self.js, live, batch=self.batch)
             finally:
-                self._spawn(name)
+                await live.close()
+                with contextlib.suppress(NotFoundError):
+                    await self.js.delete_consumer(EVENTS_STREAM, live.durable)
+                await self._follow(list(self.runners.values()))
 
     def query(self, sql: str) -> bytes:
         """Run a read-only query; the result as an Arrow IPC stream."""

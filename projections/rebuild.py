@@ -110,12 +110,19 @@ async def rebuild(
     started = time.perf_counter()
     try:
         await fresh.drain()
-        # Compare at one position: drain both until neither finds anything new.
+        # Compare at one position: drain both until neither finds anything new. A position
+        # may lie past the last event of the projection's subjects (a runner of the host's
+        # feed stores where the log stood), so both then take the higher of the two.
         for _ in range(100):
+            before = (live.last_seq, live.events_applied, fresh.last_seq, fresh.events_applied)
             await live.drain()
             await fresh.drain()
-            if fresh.last_seq == live.last_seq:
+            if before == (live.last_seq, live.events_applied, fresh.last_seq,
+                          fresh.events_applied):
                 break
+        at = max(live.last_seq, fresh.last_seq)
+        live.advance(at)
+        fresh.advance(at)
         seconds = time.perf_counter() - started
         old = projection_checksums(con, name)
         new = projection_checksums(con, name, REBUILD_SUFFIX)

@@ -49,25 +49,6 @@ __all__ = [
 ]
 
 
-async def _wait(host: Any, seq: int, timeout: float) -> None:
-    """``host.wait_for`` in short steps, giving up as soon as a projection task has died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await host.wait_for(seq, timeout=1.0)
-            return
-        except ProjectionError:
-            if time.monotonic() > deadline:
-                raise
-        tasks: dict[str, asyncio.Task[None]] = getattr(host, "_tasks", {})
-        for name, task in tasks.items():
-            if task.done():
-                exc = task.exception() if not task.cancelled() else None
-                raise ProjectionError(
-                    f"projection {name} stopped ({type(exc).__name__ if exc else 'cancelled'})"
-                )
-
-
 # Sources this large are read in a child process while the projections fold (below this,
 # starting a process costs more than it saves).
 LOAD_ELSEWHERE_BYTES = 8_000_000
@@ -140,7 +121,7 @@ async def _verify_in_host(
             )
             try:
                 seq = await last_seq()
-                await _wait(host, seq, timeout)
+                await host.wait_for(seq, timeout=timeout)  # fails at once if the feed dies
             finally:
                 entities, findings = await loading
             t1 = time.perf_counter()

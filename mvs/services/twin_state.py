@@ -116,20 +116,10 @@ class TwinReader:
         """
         if self.host is None:
             return await self._remote_position()
-        runner = self.host.runners.get(PROJECTION)
-        if runner is None:
-            raise ProjectionError("the projection host does not run the twin projection")
-        at = int(runner.last_seq)
         try:
-            ci = await self.js.consumer_info(EVENTS_STREAM, runner.durable)
+            return await self.host.position(PROJECTION)
         except (nats.errors.Error, JsError) as exc:
-            raise ProjectionError(f"cannot read the twin projection's consumer: {exc!r}") from exc
-        idle = (
-            not ci.num_pending
-            and not ci.num_ack_pending
-            and (ci.ack_floor.stream_seq or 0) >= (ci.delivered.stream_seq or 0)
-        )
-        return at, idle
+            raise ProjectionError(f"cannot read the projections' consumer: {exc!r}") from exc
 
     async def _remote_position(self) -> tuple[int, bool]:
         try:
