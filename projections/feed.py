@@ -10,9 +10,12 @@ commit in its own DuckDB transaction, a message at or below a runner's position 
 and on (re)start the consumer begins after the lowest position of all runners.
 
 Routing is by event domain (``mvs.evt.<domain>.<key>``), so a projection's subjects must be
-``mvs.evt.>`` or ``mvs.evt.<domain>.>``; every projection MVS has is. A runner that sees no
-event of its subjects for a while still moves its stored position on (:data:`ADVANCE_EVERY`),
-so that a restart does not read back the whole log for a projection that rarely gets events.
+``mvs.evt.>`` or ``mvs.evt.<domain>.>``; every projection MVS has is. The consumer has one
+filter subject, the one domain's or every event, and the feed skips the events of domains
+no runner takes (several filter subjects make nats-server slow: ``streams.subjects``). A
+runner that sees no event of its subjects for a while still moves its stored position on
+(:data:`ADVANCE_EVERY`), so that a restart does not read back the whole log for a
+projection that rarely gets events.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from mvs.errors import ProjectionError
 from mvs.natsclient import MvsClient
 from projections.runner import ProjectionRunner, Puller, RawMessage
 from streams.definitions import EVENTS_STREAM
-from streams.subjects import EVENTS_PREFIX
+from streams.subjects import EVENTS_PREFIX, consumer_domains, domain_filter
 
 __all__ = ["ADVANCE_EVERY", "FEED_DURABLE", "IN_FLIGHT", "MIN_SHARE", "Feed"]
 
@@ -53,18 +56,12 @@ _START = len(_PREFIX)
 
 def _domains(runner: ProjectionRunner) -> frozenset[str] | None:
     """The domains a runner's projection takes, or None for all of them."""
-    out = set()
-    for subject in runner.projection.subjects:
-        if subject == _ALL:
-            return None
-        tokens = subject.split(".")
-        if len(tokens) != 4 or subject[:_START] != _PREFIX or tokens[3] != ">" or "*" in subject:
-            raise ProjectionError(
-                f"projection {runner.name}: subject filter {subject!r} is not "
-                f"{_ALL!r} or '{_PREFIX}<domain>.>' (the shared feed routes by domain)"
-            )
-        out.add(tokens[2])
-    return frozenset(out)
+    try:
+        return consumer_domains(runner.projection.subjects)
+    except ValueError as exc:
+        raise ProjectionError(
+            f"projection {runner.name}: {exc} (the shared feed routes by domain)"
+        ) from exc
 
 
 class Feed:
@@ -108,10 +105,12 @@ class Feed:
         self._routes[domain] = runners
         return runners
 
-    def _filters(self) -> list[str]:
-        if self._everything:
-            return [_ALL]
-        return sorted({f"{_PREFIX}{d}.>" for ds in self._by_domain for d in ds})
+    def _filter(self) -> str:
+        """One filter subject: a single domain's, else everything (``streams.subjects``)."""
+        domains = {d for ds in self._by_domain for d in ds}
+        if self._everything or len(domains) != 1:
+            return _ALL
+        return domain_filter(domains.pop())
 
     async def subscribe(self) -> None:
         """(Re)create the consumer after the lowest position of the runners and bind to it."""
@@ -121,7 +120,6 @@ class Feed:
         if not self.runners:
             return
         self.start_seq = min(r.last_seq for r in self.runners) + 1
-        filters = self._filters()
         config = ConsumerConfig(
             durable_name=self.durable,
             description="MVS projections (one feed for every projection of the host)",
@@ -134,8 +132,7 @@ class Feed:
                 DeliverPolicy.BY_START_SEQUENCE if self.start_seq > 1 else DeliverPolicy.ALL
             ),
             opt_start_seq=self.start_seq if self.start_seq > 1 else None,
-            filter_subject=filters[0] if len(filters) == 1 else None,
-            filter_subjects=filters if len(filters) > 1 else None,
+            filter_subject=self._filter(),
         )
         await self.js.add_consumer(EVENTS_STREAM, config)
         nc = self.js._nc

@@ -35,6 +35,7 @@ from projections.base import Item, Projection
 from streams.base import Event
 from streams.catalog import decode_event
 from streams.definitions import EVENTS_STREAM
+from streams.subjects import consumer_domains, domain_filter, domain_of
 
 __all__ = [
     "CORE_SCHEMA",
@@ -210,6 +211,8 @@ class ProjectionRunner:
         self.applied: set[str] = set()
         self.durable = f"proj_{projection.position_name}"
         self._puller: Puller | None = None
+        # the domains to keep of what the consumer delivers (None: all; see subscribe)
+        self.wanted: frozenset[str] | None = None
         self.events_applied = 0
         self.dead_lettered = 0
 
@@ -244,6 +247,21 @@ class ProjectionRunner:
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(EVENTS_STREAM, self.durable)
         subjects = list(self.projection.subjects)
+        # one filter subject (several make nats-server slow, see streams.subjects): a
+        # projection of several domains reads every event and skips the others in apply()
+        self.wanted = None
+        if len(subjects) > 1:
+            try:
+                domains = consumer_domains(subjects)
+            except ValueError:  # filters finer than a domain: left to the server
+                domains = frozenset()
+            if domains is None:
+                subjects = [domain_filter()]
+            elif len(domains) == 1:
+                subjects = [domain_filter(next(iter(domains)))]
+            elif domains:
+                subjects = [domain_filter()]
+                self.wanted = domains
         config = ConsumerConfig(
             durable_name=self.durable,
             description=f"MVS projection {self.name}",
@@ -327,9 +345,19 @@ class ProjectionRunner:
 
     def apply(self, msgs: list[RawMessage]) -> None:
         """Fold ``msgs`` into DuckDB in one transaction (see the module docstring)."""
-        fresh = [m for m in msgs if m.seq > self.last_seq]
-        if not fresh:
-            return
+        last = self.last_seq
+        wanted = self.wanted
+        if wanted is None:
+            fresh = [m for m in msgs if m.seq > last]
+        else:
+            fresh = [m for m in msgs if m.seq > last and domain_of(m.subject) in wanted]
+        if fresh:
+            self._apply_fresh(fresh)
+        if wanted is not None and msgs:
+            # events of other domains after the last of ours: the position moves past them
+            self.advance(msgs[-1].seq)
+
+    def _apply_fresh(self, fresh: list[RawMessage]) -> None:
         for attempt in range(5):
             try:
                 self._commit(fresh)

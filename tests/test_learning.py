@@ -187,3 +187,51 @@ def test_orchestrator_consumes_the_log_runs_cycles_and_adjusts(
             await ctx.close()
 
     asyncio.run(main())
+
+
+def test_the_consumer_of_an_earlier_version_hands_over_its_position(nats_url: str) -> None:
+    """One durable consumer per domain (several filter subjects are slow on the server); the
+    two-filter durable of earlier versions gives its position over and is removed."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    from mvs.services.learning import CONSUMERS, OLD_CONSUMER
+
+    async def main() -> None:
+        ctx = await ServiceContext.connect(nats_url)
+        await apply_streams(ctx.js)
+        await ctx.js.add_consumer("MVS_EVENTS", ConsumerConfig(
+            durable_name=OLD_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
+            filter_subjects=["mvs.evt.request.>", "mvs.evt.speech.>"],
+        ))  # fmt: skip
+        for ev in conversation():  # the earlier version read all of these
+            await ctx.events.publish(ev)
+        await ctx.events.flush()
+        old = await ctx.js.pull_subscribe_bind(durable=OLD_CONSUMER, stream="MVS_EVENTS")
+        for msg in await old.fetch(len(conversation()), timeout=5):
+            await msg.ack()
+        await old.unsubscribe()
+        await ctx.nc.flush()
+        await ctx.events.publish(RequestCompleted(request_id="r7", outcome="timeout"))
+        await ctx.events.publish(SpeechTranscribed(request_id="a7", text="", audio_s=3.0))
+        await ctx.events.flush()
+
+        svc = LearningOrchestrator(ctx)
+        await svc.start()
+        try:
+            for _ in range(100):
+                if len(svc.pending) >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)  # nothing older turns up late
+            kinds = sorted(o.opportunity_type for o in svc.pending.values())
+            assert kinds == ["error", "stt_empty"]
+            infos = {c.name: c.config for c in await ctx.js.consumers_info("MVS_EVENTS")}
+            assert OLD_CONSUMER not in infos
+            for domain, durable in CONSUMERS.items():
+                assert infos[durable].filter_subject == f"mvs.evt.{domain}.>"
+                assert not infos[durable].filter_subjects
+        finally:
+            await svc.stop()
+            await ctx.close()
+
+    asyncio.run(main())

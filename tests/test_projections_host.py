@@ -285,3 +285,54 @@ def test_small_shares_are_held_back_then_folded_and_acked_in_full(
         await nc.close()
 
     asyncio.run(main())
+
+
+def test_consumers_have_one_filter_subject_and_skip_other_domains(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """Several filter subjects on one consumer make nats-server deliver at 1-2k events/s: a
+    feed or a runner that takes several domains reads everything and skips the rest."""
+    from projections.runner import ProjectionRunner
+    from projections.twin import TwinProjection
+
+    events = sample_events()
+
+    async def main() -> None:
+        await publish(nats_url, events, poison=False)
+        nc = await connect(nats_url)
+        js = jetstream(nc)
+        n = len(events)
+        async with ProjectionHost(
+            nc, tmp_path / "a.duckdb", names=("memory", "requests"), serve=False
+        ) as host:
+            ci = await js.consumer_info("MVS_EVENTS", "proj_feed")
+            assert ci.config.filter_subject == "mvs.evt.>" and not ci.config.filter_subjects
+            await host.catch_up()
+            assert host.db is not None
+            assert host.db.execute("SELECT count(*) FROM requests").fetchall() == [(1,)]
+            assert host.runners["memory"].events_applied == 5
+            assert host.runners["requests"].events_applied == 3
+        async with ProjectionHost(nc, tmp_path / "b.duckdb", names=("memory",), serve=False):
+            ci = await js.consumer_info("MVS_EVENTS", "proj_feed")
+            assert ci.config.filter_subject == "mvs.evt.memory.>"
+
+        import duckdb
+
+        db = duckdb.connect(str(tmp_path / "twin.duckdb"))
+        runner = ProjectionRunner(TwinProjection(), db, js)
+        runner.prepare()
+        await runner.subscribe()
+        try:
+            ci = await js.consumer_info("MVS_EVENTS", runner.durable)
+            assert ci.config.filter_subject == "mvs.evt.>" and not ci.config.filter_subjects
+            await runner.drain()
+        finally:
+            await runner.close()
+            await js.delete_consumer("MVS_EVENTS", runner.durable)
+        # the seven twin events folded, the others skipped, the position past the last event
+        assert runner.events_applied == 7 and runner.last_seq == n
+        assert db.execute("SELECT count(*) FROM dead_letters").fetchall() == [(0,)]
+        assert db.execute("SELECT service FROM services").fetchall() == [("stt",)]
+        await nc.close()
+
+    asyncio.run(main())
