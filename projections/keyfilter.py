@@ -62,9 +62,17 @@ class KeyFilter:
         self, con: duckdb.DuckDBPyConnection, keys: Sequence[tuple[object, ...]]
     ) -> np.ndarray:
         """DuckDB's hash of each key (the values the filter holds)."""
-        if not keys:
+        return self.hash_columns(
+            con, [[k[i] for k in keys] for i in range(len(self.key_cols))] if keys else []
+        )
+
+    def hash_columns(
+        self, con: duckdb.DuckDBPyConnection, columns: Sequence[Sequence[object]]
+    ) -> np.ndarray:
+        """:meth:`hashes` of keys given column by column (one list per key column)."""
+        if not columns or not len(columns[0]):
             return _EMPTY
-        cols = {c: [k[i] for k in keys] for i, c in enumerate(self.key_cols)}
+        cols = dict(zip(self.key_cols, columns, strict=True))
         con.register("_mvs_hash_keys", pa.table(cols))
         try:
             out = con.sql(

@@ -336,3 +336,45 @@ def test_consumers_have_one_filter_subject_and_skip_other_domains(
         await nc.close()
 
     asyncio.run(main())
+
+
+def test_applied_event_ids_are_kept_as_hashes_and_a_false_maybe_loses_nothing(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """An event published again beyond the duplicate window is skipped by its id; the ids
+    are held as 8-byte hashes, and a hash that is there without its id (a collision, a
+    rolled-back batch) costs a lookup, never the event."""
+    import duckdb
+
+    from projections.memory import MemoryProjection
+    from projections.runner import ProjectionRunner
+
+    first = m.MemoryWritten(memory_id="a", content="one")
+    second = m.MemoryWritten(memory_id="b", content="two")
+
+    async def main() -> None:
+        nc = await connect(nats_url)
+        js = jetstream(nc)
+        await apply_streams(js)
+        db = duckdb.connect(str(tmp_path / "mvs.duckdb"))
+        runner = ProjectionRunner(MemoryProjection(), db, js)
+        runner.prepare()
+        await runner.subscribe()
+        try:
+            await js.publish(subject_of(first), encode_event(first))
+            await runner.drain()
+            # the second event's hash is already there, as after a collision
+            runner.applied.add(runner.applied.hash_columns(db, [[second.event_id]]))
+            for ev in (first, second):  # no Msg-Id: the first one gets a new seq
+                await js.publish(subject_of(ev), encode_event(ev))
+            await runner.drain()
+        finally:
+            await runner.close()
+        rows = db.execute("SELECT memory_id, content FROM memories ORDER BY 1").fetchall()
+        assert rows == [("a", "one"), ("b", "two")]
+        applied = db.execute("SELECT event_id, seq FROM applied_memory ORDER BY seq").fetchall()
+        assert applied == [(first.event_id, 1), (second.event_id, 3)]
+        assert runner.events_applied == 2 and runner.last_seq == 3
+        await nc.close()
+
+    asyncio.run(main())
