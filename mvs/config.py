@@ -170,6 +170,15 @@ class TwinConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True)
     deny_memory_percent: float = 90.0
 
 
+class ProjectionsConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The DuckDB projection writer (``projections.host.ProjectionHost``)."""
+
+    # DuckDB's memory_limit for mvs.duckdb (its default, 80% of RAM, lets its caches grow with
+    # the history; beyond the limit DuckDB evicts, and spills big queries to disk)
+    duckdb_memory_mb: int = 512
+    batch: int = 10000  # events per fold
+
+
 class SupervisorConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     restart_backoff_s: float = 0.5
     restart_backoff_max_s: float = 30.0
@@ -190,6 +199,7 @@ class MvsConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
     twin: TwinConfig = msgspec.field(default_factory=TwinConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    projections: ProjectionsConfig = msgspec.field(default_factory=ProjectionsConfig)
     version: int = 1
 
     def enabled_services(self, host: str = "all") -> list[str]:
@@ -267,6 +277,10 @@ def validate(config: MvsConfig) -> MvsConfig:
         raise ConfigError("circuit_breaker thresholds must be >= 1")
     if config.message_bus.batch_size < 1:
         raise ConfigError("message_bus.batch_size must be >= 1")
+    if config.projections.duckdb_memory_mb < 64:
+        raise ConfigError("projections.duckdb_memory_mb must be >= 64 (DuckDB needs room to work)")
+    if config.projections.batch < 1:
+        raise ConfigError("projections.batch must be >= 1")
     return config
 
 

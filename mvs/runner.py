@@ -109,7 +109,11 @@ class ProcessRunner:
             # ctx.extras["projections"]; other processes query it over NATS (mvs.svc.query.*).
             from projections.host import ProjectionHost
 
-            host = ProjectionHost(ctx.nc, self.settings.duckdb_path, url=self.url)
+            proj = self.config.projections
+            host = ProjectionHost(
+                ctx.nc, self.settings.duckdb_path, url=self.url, batch=proj.batch,
+                memory_mb=proj.duckdb_memory_mb,
+            )
             try:
                 await host.start()
             except Exception as exc:  # the services still run; the twin reports degraded

@@ -50,7 +50,13 @@ from projections import query as q
 from projections.feed import Feed
 from projections.rebuild import RebuildReport, rebuild
 from projections.registry import PROJECTIONS, projection
-from projections.runner import DecodeCache, ProjectionRunner, create_core_schema, open_db
+from projections.runner import (
+    DUCKDB_MEMORY_MB,
+    DecodeCache,
+    ProjectionRunner,
+    create_core_schema,
+    open_db,
+)
 from streams.definitions import EVENTS_STREAM, apply_streams
 
 __all__ = ["GC_THRESHOLD", "ProjectionHost", "Status"]
@@ -84,8 +90,10 @@ class ProjectionHost:
         serve: bool = True,
         url: str | None = None,
         fold_threads: int | None = None,
+        memory_mb: int = DUCKDB_MEMORY_MB,
     ) -> None:
         self.nc = nc
+        self.memory_mb = memory_mb
         self.js = nc.jetstream(timeout=10.0)
         self.path = Path(duckdb_path)
         self.names = names or tuple(PROJECTIONS)
@@ -132,7 +140,7 @@ class ProjectionHost:
         await apply_streams(self.js)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = open_db(str(self.path))
+            self.db = open_db(str(self.path), self.memory_mb)
         except duckdb.Error as exc:
             raise ProjectionError(f"cannot open {self.path} for writing: {exc}") from exc
         con = self.db.cursor()

@@ -34,6 +34,7 @@ def test_shipped_config_has_the_13_services_and_the_plans_settings() -> None:
         "use_mvs_routing", "use_unified_memory", "use_consolidated_emotion"
     }
     assert cfg.services["AsyncProcessor"].host == "pc2"
+    assert (cfg.projections.duckdb_memory_mb, cfg.projections.batch) == (512, 10000)
 
 
 def test_start_order_puts_every_dependency_first() -> None:
@@ -65,6 +66,9 @@ def test_start_order_puts_every_dependency_first() -> None:
          "feature_flags.use_mvs_routing.fraction"),
         (lambda d: d["resource_pool"].update(max_models_in_memory="three"),
          "$.resource_pool.max_models_in_memory"),
+        (lambda d: d["projections"].update(duckdb_memory_mb=16),
+         "projections.duckdb_memory_mb must be >= 64"),
+        (lambda d: d["projections"].update(batch=0), "projections.batch must be >= 1"),
     ],
 )
 def test_config_errors_name_the_key_or_service(mutate: Any, message: str) -> None:

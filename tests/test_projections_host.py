@@ -315,6 +315,10 @@ def test_consumers_have_one_filter_subject_and_skip_other_domains(
         async with ProjectionHost(nc, tmp_path / "b.duckdb", names=("memory",), serve=False):
             ci = await js.consumer_info("MVS_EVENTS", "proj_feed")
             assert ci.config.filter_subject == "mvs.evt.memory.>"
+        async with ProjectionHost(nc, tmp_path / "c.duckdb", serve=False, memory_mb=200) as h:
+            assert h.db is not None  # DuckDB's caches are bounded by the config's limit
+            limit = h.db.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+            assert limit == "190.7 MiB"  # 200 MB
 
         import duckdb
 

@@ -12,6 +12,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from mvs.bus import NatsEndpoint, connect, jetstream
+from mvs.config import ProjectionsConfig, load_config
 from mvs.errors import ProjectionError
 from mvs.settings import Settings
 from projections.host import ProjectionHost, Status
@@ -40,11 +41,20 @@ def _print_status(rows: list[Status]) -> None:
         print(f"{s.projection:<12} {s.last_seq:>10} {lag:>10}")
 
 
+def _host_config(settings: Settings) -> ProjectionsConfig:
+    """The config's ``projections`` section (batch size, DuckDB memory limit)."""
+    return load_config(settings.config_path).projections
+
+
 async def _offline_host(url: str, settings: Settings, fn: str, arg: str = "") -> object:
     nc = await connect(url, name="mvs-projections")
     try:
         names = (arg,) if fn == "rebuild" else None
-        async with ProjectionHost(nc, settings.duckdb_path, names=names, serve=False) as host:
+        cfg = _host_config(settings)
+        async with ProjectionHost(
+            nc, settings.duckdb_path, names=names, serve=False, batch=cfg.batch,
+            memory_mb=cfg.duckdb_memory_mb,
+        ) as host:
             if fn == "rebuild":
                 return await host.rebuild(arg)
             await host.catch_up(timeout=None)
@@ -113,7 +123,10 @@ async def _follow(url: str, settings: Settings) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        async with ProjectionHost(nc, settings.duckdb_path, url=url) as host:
+        cfg = _host_config(settings)
+        async with ProjectionHost(
+            nc, settings.duckdb_path, url=url, batch=cfg.batch, memory_mb=cfg.duckdb_memory_mb
+        ) as host:
             print(f"projections running on {settings.duckdb_path}; queries on NATS {url}")
             await host.catch_up(timeout=None)
             _print_status(await host.status())
