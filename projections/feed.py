@@ -75,8 +75,11 @@ class Feed:
         batch: int = 10000,
         executor: Executor | None = None,
         durable: str = FEED_DURABLE,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self.js = js
+        # called in a fold thread when the log is read after folding something
+        self.on_idle = on_idle
         self.runners = list(runners)
         self.batch = batch
         self.executor = executor
@@ -184,12 +187,19 @@ class Feed:
         inflight: collections.deque[tuple[asyncio.Future[list[None]], int, str]] = (
             collections.deque()
         )
+        busy = False
         try:
             while not stop.is_set():
                 # while batches fold or shares are held, take only what is there; before
                 # waiting for new events, fold everything and ack, so positions never lag
                 waited = not inflight and not self._held
                 msgs, ack = await puller.fetch(self.batch, idle_timeout, wait=waited)
+                if msgs:
+                    busy = True
+                elif waited and busy and self.on_idle is not None:
+                    # everything folded and acked, nothing new: a quiet moment to tidy up
+                    busy = False
+                    await asyncio.get_running_loop().run_in_executor(self.executor, self.on_idle)
                 if msgs:
                     # a short batch: the log is (nearly) read, nothing is worth holding
                     flush = len(msgs) < self.batch

@@ -120,6 +120,10 @@ class DecodeCache:
         self._lock = threading.Lock()
         self.hits = 0
 
+    def clear(self) -> None:
+        with self._lock:
+            self._entries = {}
+
     def decode(self, seq: int, data: bytes) -> Event:
         hit = self._entries.get(seq)
         if hit is not None and hit[0] == data:

@@ -382,3 +382,28 @@ def test_applied_event_ids_are_kept_as_hashes_and_a_false_maybe_loses_nothing(
         await nc.close()
 
     asyncio.run(main())
+
+
+def test_after_a_catch_up_the_host_checkpoints_and_drops_its_decoded_events(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """Folded rows wait in DuckDB's WAL (and memory) until a checkpoint; once the log is read
+    the host checkpoints and lets go of the events it decoded."""
+    path = tmp_path / "mvs.duckdb"
+    wal = Path(str(path) + ".wal")
+
+    async def main() -> None:
+        await publish(nats_url, sample_events(), poison=False)
+        nc = await connect(nats_url)
+        async with ProjectionHost(nc, path, serve=False) as host:
+            await host.catch_up()
+            for _ in range(100):
+                if not host.decoder._entries and (not wal.exists() or not wal.stat().st_size):
+                    break
+                await asyncio.sleep(0.1)
+            assert not host.decoder._entries
+            assert not wal.exists() or wal.stat().st_size == 0
+            assert host.query("SELECT 1")  # and it goes on serving
+        await nc.close()
+
+    asyncio.run(main())
