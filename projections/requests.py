@@ -25,7 +25,7 @@ from projections.base import (
     Projection,
     Row,
     by_index,
-    insert_rows,
+    insert_columns,
 )
 from streams.base import Event
 from streams.events import requests as rq
@@ -168,6 +168,62 @@ FROM g LEFT JOIN <stored> r ON r.request_id = g.request_id
 """
 
 
+# the columns of _BATCH_SCHEMA (named after the event fields) each kind of event sets, beyond
+# seq, request_id, ev and occurred_at; the others are NULL for that kind
+_SETS: tuple[frozenset[str], ...] = (
+    frozenset({"kind", "session_id", "user_id", "priority", "task_type"}),
+    frozenset({"task_type", "route", "fallback_from", "reason"}),
+    frozenset(),
+    frozenset({"route", "outcome", "latency_ms", "error"}),
+)
+
+
+def _layout(kind: int, items: list[Item]) -> pa.Table:
+    """The rows of ``_mvs_requests`` for events of one kind, built column by column.
+
+    Row order does not matter to ``_MERGE`` (it orders by seq), so a batch is laid out kind
+    by kind: a comprehension per column instead of a dozen appends per event (measured:
+    the layout went from ~3 to ~1 us per event).
+    """
+    n = len(items)
+    events: list[Any] = [item.event for item in items]
+    sets = _SETS[kind]
+    columns = []
+    for field in _BATCH_SCHEMA:
+        name = field.name
+        if name == "seq":
+            values: Any = [item.seq for item in items]
+        elif name == "request_id":
+            values = [ev.request_id for ev in events]
+        elif name == "ev":
+            values = [kind] * n
+        elif name == "occurred_at":
+            values = [ev.occurred_at for ev in events]
+        elif name in sets:
+            values = [getattr(ev, name) for ev in events]
+        else:
+            columns.append(pa.nulls(n, field.type))
+            continue
+        columns.append(pa.array(values, field.type))
+    return pa.Table.from_arrays(columns, schema=_BATCH_SCHEMA)
+
+
+def _stage_columns(items: list[Item]) -> dict[str, list[Any]]:
+    """The ``request_stages`` rows of stage events, column by column (see :func:`_stage`)."""
+    events: list[Any] = [item.event for item in items]
+    seqs = [item.seq for item in items]
+    return {
+        "request_id": [ev.request_id for ev in events],
+        "stage": [ev.stage for ev in events],
+        "duration_ms": [ev.duration_ms for ev in events],
+        "ok": [ev.ok for ev in events],
+        "detail": [ev.detail for ev in events],
+        "occurred_at": [ev.occurred_at for ev in events],
+        "seq": seqs,
+        "last_seq": seqs,
+    }
+
+
 class RequestsProjection(GenericRequestsProjection):
     """The same rows as :class:`GenericRequestsProjection`, folded set-based (see above).
 
@@ -179,35 +235,15 @@ class RequestsProjection(GenericRequestsProjection):
     filtered = ("requests",)
 
     def fold(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> list[tuple[Item, str]]:
-        cols: dict[str, list[Any]] = {name: [] for name in _BATCH_SCHEMA.names}
-        (seq, rid, evk, kind, session, user, prio, task, route, fallback, reason, outcome,
-         latency, error, occurred) = cols.values()
-        stages: list[Row] = []
+        groups: tuple[list[Item], ...] = ([], [], [], [])
+        kinds = _KINDS
         for item in items:
-            ev: Any = item.event
-            k = _KINDS[type(ev)]
-            seq.append(item.seq)
-            rid.append(ev.request_id)
-            evk.append(k)
-            occurred.append(ev.occurred_at)
-            received = k == _RECEIVED
-            routed = k == _ROUTED
-            done = k == _COMPLETED
-            kind.append(ev.kind if received else None)
-            session.append(ev.session_id if received else None)
-            user.append(ev.user_id if received else None)
-            prio.append(ev.priority if received else None)
-            task.append(ev.task_type if received or routed else None)
-            route.append(ev.route if routed or done else None)
-            fallback.append(ev.fallback_from if routed else None)
-            reason.append(ev.reason if routed else None)
-            outcome.append(ev.outcome if done else None)
-            latency.append(ev.latency_ms if done else None)
-            error.append(ev.error if done else None)
-            if k == _STAGE:
-                row = _stage(item)
-                row["last_seq"] = item.seq
-                stages.append(row)
+            groups[kinds[type(item.event)]].append(item)
+        batch = pa.concat_tables(
+            [_layout(k, group) for k, group in enumerate(groups) if group]
+        )
+        rid = batch.column("request_id").to_pylist()
+        stages = groups[_STAGE]
         table = self.t("requests")
         keys = list(dict.fromkeys(rid))
         f = self.filters["requests"]
@@ -225,7 +261,7 @@ class RequestsProjection(GenericRequestsProjection):
             values = indexed[1]
         else:
             source = table
-        con.register("_mvs_requests", pa.Table.from_pydict(cols, schema=_BATCH_SCHEMA))
+        con.register("_mvs_requests", batch)
         try:
             sql = _MERGE.replace("<stored>", source)
             merged = con.sql(sql, params=values or None).to_arrow_table()
@@ -247,5 +283,6 @@ class RequestsProjection(GenericRequestsProjection):
         finally:
             con.unregister("_mvs_merged")
         f.add(hashes[~maybe])
-        insert_rows(con, self.t("request_stages"), stages)
+        if stages:
+            insert_columns(con, self.t("request_stages"), _stage_columns(stages))
         return []
