@@ -72,10 +72,24 @@ def _request(old: Row | None, item: Item, ctx: FoldContext) -> Row:
 
 
 def _stage(item: Item) -> Row:
-    ev: rq.RequestStageCompleted = item.event  # type: ignore[assignment]
+    """A stage event's ``request_stages`` row (the engine adds ``last_seq``)."""
+    return {k: v[0] for k, v in _stage_columns([item]).items() if k != "last_seq"}
+
+
+def _stage_columns(items: list[Item]) -> dict[str, list[Any]]:
+    """The ``request_stages`` rows of stage events, column by column: the one definition,
+    which the generic fold takes a row at a time (:func:`_stage`)."""
+    events: list[Any] = [item.event for item in items]
+    seqs = [item.seq for item in items]
     return {
-        "request_id": ev.request_id, "stage": ev.stage, "duration_ms": ev.duration_ms,
-        "ok": ev.ok, "detail": ev.detail, "occurred_at": ev.occurred_at, "seq": item.seq,
+        "request_id": [ev.request_id for ev in events],
+        "stage": [ev.stage for ev in events],
+        "duration_ms": [ev.duration_ms for ev in events],
+        "ok": [ev.ok for ev in events],
+        "detail": [ev.detail for ev in events],
+        "occurred_at": [ev.occurred_at for ev in events],
+        "seq": seqs,
+        "last_seq": seqs,
     }
 
 
@@ -206,22 +220,6 @@ def _layout(kind: int, items: list[Item]) -> pa.Table:
             continue
         columns.append(pa.array(values, field.type))
     return pa.Table.from_arrays(columns, schema=_BATCH_SCHEMA)
-
-
-def _stage_columns(items: list[Item]) -> dict[str, list[Any]]:
-    """The ``request_stages`` rows of stage events, column by column (see :func:`_stage`)."""
-    events: list[Any] = [item.event for item in items]
-    seqs = [item.seq for item in items]
-    return {
-        "request_id": [ev.request_id for ev in events],
-        "stage": [ev.stage for ev in events],
-        "duration_ms": [ev.duration_ms for ev in events],
-        "ok": [ev.ok for ev in events],
-        "detail": [ev.detail for ev in events],
-        "occurred_at": [ev.occurred_at for ev in events],
-        "seq": seqs,
-        "last_seq": seqs,
-    }
 
 
 class RequestsProjection(GenericRequestsProjection):
