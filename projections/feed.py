@@ -28,14 +28,12 @@ from concurrent.futures import Executor
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from mvs.errors import ProjectionError
-from mvs.natsclient import MvsClient
-from projections.runner import ProjectionRunner, Puller, RawMessage
+from projections.runner import ProjectionRunner, Puller, RawMessage, open_puller
 from streams.definitions import EVENTS_STREAM
-from streams.subjects import EVENTS_PREFIX, consumer_domains, domain_filter
+from streams.subjects import EVENTS_PREFIX, consumer_domains, consumer_filter
 
 __all__ = ["ADVANCE_EVERY", "FEED_DURABLE", "IN_FLIGHT", "MIN_SHARE", "Feed"]
 
@@ -108,41 +106,25 @@ class Feed:
         self._routes[domain] = runners
         return runners
 
-    def _filter(self) -> str:
-        """One filter subject: a single domain's, else everything (``streams.subjects``)."""
-        domains = {d for ds in self._by_domain for d in ds}
-        if self._everything or len(domains) != 1:
-            return _ALL
-        return domain_filter(domains.pop())
-
     async def subscribe(self) -> None:
         """(Re)create the consumer after the lowest position of the runners and bind to it."""
-        with contextlib.suppress(NotFoundError):
-            await self.js.delete_consumer(EVENTS_STREAM, self.durable)
         await self.close()
         if not self.runners:
+            with contextlib.suppress(NotFoundError):
+                await self.js.delete_consumer(EVENTS_STREAM, self.durable)
             return
         self.start_seq = min(r.last_seq for r in self.runners) + 1
-        config = ConsumerConfig(
-            durable_name=self.durable,
+        domains = None if self._everything else {d for ds in self._by_domain for d in ds}
+        self._puller = await open_puller(
+            self.js,
+            durable=self.durable,
             description="MVS projections (one feed for every projection of the host)",
-            ack_policy=AckPolicy.ALL,
-            ack_wait=120.0,
+            start_seq=self.start_seq,
+            # one filter subject: the one domain's, else everything (streams.subjects)
+            filters=[consumer_filter(domains)],
             # held shares stay unacked: room for HOLD_BATCHES of them and IN_FLIGHT more
             max_ack_pending=max((HOLD_BATCHES + IN_FLIGHT + 3) * self.batch, 10000),
-            max_deliver=-1,
-            deliver_policy=(
-                DeliverPolicy.BY_START_SEQUENCE if self.start_seq > 1 else DeliverPolicy.ALL
-            ),
-            opt_start_seq=self.start_seq if self.start_seq > 1 else None,
-            filter_subject=self._filter(),
         )
-        await self.js.add_consumer(EVENTS_STREAM, config)
-        nc = self.js._nc
-        if not isinstance(nc, MvsClient):
-            raise TypeError("projections read through a client from mvs.bus.connect")
-        self._puller = Puller(nc, EVENTS_STREAM, self.durable)
-        await self._puller.start()
 
     async def close(self) -> None:
         if self._puller is not None:

@@ -57,6 +57,7 @@ from projections.runner import (
     ProjectionRunner,
     create_core_schema,
     open_db,
+    transaction,
 )
 from streams.definitions import EVENTS_STREAM, apply_streams
 
@@ -147,9 +148,8 @@ class ProjectionHost:
         except duckdb.Error as exc:
             raise ProjectionError(f"cannot open {self.path} for writing: {exc}") from exc
         con = self.db.cursor()
-        con.execute("BEGIN TRANSACTION")
-        create_core_schema(con)
-        con.execute("COMMIT")
+        with transaction(con):
+            create_core_schema(con)
         self._executor = ThreadPoolExecutor(self.fold_threads, thread_name_prefix="mvs-fold")
         for name in self.names:
             runner = ProjectionRunner(

@@ -19,7 +19,7 @@ from nats.js.errors import NotFoundError
 
 from projections.base import checksum
 from projections.registry import projection
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionRunner, transaction
 from streams.definitions import EVENTS_STREAM
 
 __all__ = ["REBUILD_SUFFIX", "RebuildReport", "projection_checksums", "rebuild"]
@@ -59,19 +59,17 @@ def projection_checksums(
 
 def _drop_leftovers(con: duckdb.DuckDBPyConnection, name: str) -> None:
     proj = projection(name, REBUILD_SUFFIX)
-    con.execute("BEGIN TRANSACTION")
-    for table in proj.owned_tables():
-        con.execute(f"DROP TABLE IF EXISTS {proj.t(table)}")
-    for table in ("dead_letters", "projection_positions"):
-        con.execute(f"DELETE FROM {table} WHERE projection = ?", [proj.position_name])
-    con.execute("COMMIT")
+    with transaction(con):
+        for table in proj.owned_tables():
+            con.execute(f"DROP TABLE IF EXISTS {proj.t(table)}")
+        for table in ("dead_letters", "projection_positions"):
+            con.execute(f"DELETE FROM {table} WHERE projection = ?", [proj.position_name])
 
 
 def _swap(con: duckdb.DuckDBPyConnection, name: str) -> None:
     new = projection(name, REBUILD_SUFFIX)
     tmp = new.position_name
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for table in new.owned_tables():
             con.execute(f"DROP TABLE IF EXISTS {table}")
             con.execute(f"ALTER TABLE {new.t(table)} RENAME TO {table}")
@@ -84,10 +82,6 @@ def _swap(con: duckdb.DuckDBPyConnection, name: str) -> None:
             [name, tmp],
         )
         con.execute("DELETE FROM projection_positions WHERE projection = ?", [tmp])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 async def rebuild(

@@ -21,6 +21,7 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor
 from typing import NamedTuple
 
@@ -37,7 +38,7 @@ from projections.keyfilter import KeyFilter
 from streams.base import Event
 from streams.catalog import decode_event
 from streams.definitions import EVENTS_STREAM
-from streams.subjects import consumer_domains, domain_filter, domain_of
+from streams.subjects import consumer_domains, consumer_filter, domain_of
 
 __all__ = [
     "CORE_SCHEMA",
@@ -92,6 +93,56 @@ def open_db(path: str, memory_mb: int = DUCKDB_MEMORY_MB) -> duckdb.DuckDBPyConn
     con.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
     con.execute("SET checkpoint_threshold = '256MB'")
     return con
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN ... COMMIT, or ROLLBACK and re-raise on any exception."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+async def open_puller(
+    js: JetStreamContext,
+    *,
+    durable: str,
+    description: str,
+    start_seq: int,
+    filters: list[str],
+    max_ack_pending: int,
+) -> Puller:
+    """(Re)create a durable projection consumer starting at ``start_seq`` and bind to it.
+
+    Acks are cumulative (``AckPolicy.ALL``: acking a batch's last message acks the batch);
+    the DuckDB file, not the consumer, holds the position, so the consumer is made afresh.
+    """
+    with contextlib.suppress(NotFoundError):
+        await js.delete_consumer(EVENTS_STREAM, durable)
+    config = ConsumerConfig(
+        durable_name=durable,
+        description=description,
+        ack_policy=AckPolicy.ALL,
+        ack_wait=120.0,
+        max_ack_pending=max_ack_pending,
+        max_deliver=-1,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else DeliverPolicy.ALL,
+        opt_start_seq=start_seq if start_seq > 1 else None,
+        filter_subject=filters[0] if len(filters) == 1 else None,
+        filter_subjects=filters if len(filters) > 1 else None,
+    )
+    await js.add_consumer(EVENTS_STREAM, config)
+    # the JetStream context carries its client; pull requests go through it directly
+    nc = js._nc
+    if not isinstance(nc, MvsClient):
+        raise TypeError("projections read through a client from mvs.bus.connect")
+    puller = Puller(nc, EVENTS_STREAM, durable)
+    await puller.start()
+    return puller
 
 
 def create_core_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -239,11 +290,9 @@ class ProjectionRunner:
 
     def prepare(self) -> None:
         """Create the tables if needed and load the position."""
-        con = self.con
-        con.execute("BEGIN TRANSACTION")
-        create_core_schema(con)
-        self.projection.create_schema(con)
-        con.execute("COMMIT")
+        with transaction(self.con):
+            create_core_schema(self.con)
+            self.projection.create_schema(self.con)
         self.reload()
 
     def reload(self) -> None:
@@ -256,46 +305,24 @@ class ProjectionRunner:
 
     async def subscribe(self) -> None:
         """(Re)create the durable consumer at ``last_seq + 1`` and bind to it."""
-        with contextlib.suppress(NotFoundError):
-            await self.js.delete_consumer(EVENTS_STREAM, self.durable)
         subjects = list(self.projection.subjects)
         # one filter subject (several make nats-server slow, see streams.subjects): a
         # projection of several domains reads every event and skips the others in apply()
-        self.wanted = None
-        if len(subjects) > 1:
-            try:
-                domains = consumer_domains(subjects)
-            except ValueError:  # filters finer than a domain: left to the server
-                domains = frozenset()
-            if domains is None:
-                subjects = [domain_filter()]
-            elif len(domains) == 1:
-                subjects = [domain_filter(next(iter(domains)))]
-            elif domains:
-                subjects = [domain_filter()]
-                self.wanted = domains
-        config = ConsumerConfig(
-            durable_name=self.durable,
-            description=f"MVS projection {self.name}",
-            ack_policy=AckPolicy.ALL,
-            ack_wait=120.0,
-            max_ack_pending=max(4 * self.batch, 10000),
-            max_deliver=-1,
-            deliver_policy=(
-                DeliverPolicy.BY_START_SEQUENCE if self.last_seq else DeliverPolicy.ALL
-            ),
-            opt_start_seq=self.last_seq + 1 if self.last_seq else None,
-            filter_subject=subjects[0] if len(subjects) == 1 else None,
-            filter_subjects=subjects if len(subjects) > 1 else None,
-        )
-        await self.js.add_consumer(EVENTS_STREAM, config)
+        try:
+            domains = consumer_domains(subjects)
+        except ValueError:  # filters finer than a domain: left to the server as they are
+            domains = frozenset()
+        self.wanted = domains if domains and len(domains) > 1 else None
+        filters = subjects if domains == frozenset() else [consumer_filter(domains)]
         await self.close()
-        # the JetStream context carries its client; pull requests go through it directly
-        nc = self.js._nc
-        if not isinstance(nc, MvsClient):
-            raise TypeError("projections read through a client from mvs.bus.connect")
-        self._puller = Puller(nc, EVENTS_STREAM, self.durable)
-        await self._puller.start()
+        self._puller = await open_puller(
+            self.js,
+            durable=self.durable,
+            description=f"MVS projection {self.name}",
+            start_seq=self.last_seq + 1,
+            filters=filters,
+            max_ack_pending=max(4 * self.batch, 10000),
+        )
 
     async def close(self) -> None:
         if self._puller is not None:
@@ -395,14 +422,8 @@ class ProjectionRunner:
         """
         if seq <= self.last_seq:
             return
-        con = self.con
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(self.con):
             self._store_position(seq)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         self.last_seq = seq
 
     def _store_position(self, seq: int) -> None:
@@ -431,8 +452,7 @@ class ProjectionRunner:
         if proj.dedup and items:
             items, new_ids, new_hashes = self._unapplied(items)
         con = self.con
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             if items:
                 refused = proj.fold(con, items)
                 dead.extend((RawMessage(i.seq, i.subject, i.raw), why) for i, why in refused)
@@ -456,10 +476,6 @@ class ProjectionRunner:
                 )
             last = msgs[-1].seq
             self._store_position(last)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         self.last_seq = last
         self.applied.add(new_hashes)
         self.events_applied += len(items)

@@ -31,6 +31,7 @@ __all__ = [
     "SERVICE_PREFIX",
     "WORK_PREFIX",
     "consumer_domains",
+    "consumer_filter",
     "domain_filter",
     "domain_of",
     "event_subject",
@@ -149,6 +150,14 @@ def consumer_domains(subjects: tuple[str, ...] | list[str]) -> frozenset[str] | 
             )
         out.add(tokens[2])
     return frozenset(out)
+
+
+def consumer_filter(domains: frozenset[str] | set[str] | None) -> str:
+    """The one filter subject of a consumer of ``domains`` (None: every domain): the domain's
+    own for one, everything for several (the consumer skips the others itself)."""
+    if domains is None or len(domains) != 1:
+        return domain_filter()
+    return domain_filter(next(iter(domains)))
 
 
 def service_subject(service: str, action: str) -> str:
