@@ -8,7 +8,8 @@ measures in the same run:
 
 * raw: an ordered push consumer reading every message of ``MVS_EVENTS`` (no decoding);
 * each projection alone catching up from sequence 0 into a fresh DuckDB file;
-* the whole host (all projections at once) catching up;
+* the whole host (all projections at once) catching up, with its intake process (the default)
+  and reading the log itself (``intake_process: false``);
 * ``rebuild`` of the history projection (every event) and of the memory projection.
 """
 
@@ -126,17 +127,20 @@ async def one_projection(url: str, name: str, path: Path, batch: int) -> tuple[f
 
 
 async def host_run(
-    url: str, path: Path, batch: int, n: int, fold_threads: int | None = None
+    url: str, path: Path, batch: int, n: int, fold_threads: int | None = None,
+    intake: bool = True, rebuild: bool = True,
 ) -> dict[str, float]:
     nc = await connect(url, name="bench-host")
     out: dict[str, float] = {}
-    host = ProjectionHost(nc, path, batch=batch, serve=False, fold_threads=fold_threads)
+    host = ProjectionHost(
+        nc, path, batch=batch, serve=False, fold_threads=fold_threads, intake=intake
+    )
     async with host:
         started = time.perf_counter()
         await host.catch_up(timeout=None)
         out["host"] = time.perf_counter() - started
-        out["decode_hits"] = float(host.decoder.hits)
-        for name in ("history", "memory"):
+        out["prepared"] = float(sum(r.events_prepared for r in host.runners.values()))
+        for name in ("history", "memory") if rebuild else ():
             started = time.perf_counter()
             report = await host.rebuild(name)
             out[f"rebuild_{name}"] = time.perf_counter() - started
@@ -166,13 +170,22 @@ async def main_async(
                     f"({count} in {secs:.2f}s); stream {n / secs:>10,.0f}/s = "
                     f"{n / secs / raw_rate:.2f}x raw"
                 )
+            alone = await host_run(
+                url, Path(tmp) / "alone.duckdb", batch, n, fold_threads, intake=False,
+                rebuild=False,
+            )
+            rate = n / alone["host"]
+            print(
+                f"all projections, one process:  {rate:>10,.0f} events/s "
+                f"({alone['host']:.2f}s) = {rate / raw_rate:.2f}x raw"
+            )
             figures = await host_run(url, Path(tmp) / "host.duckdb", batch, n, fold_threads)
             host_rate = n / figures["host"]
             print(
                 f"all projections (host):        {host_rate:>10,.0f} events/s "
-                f"({figures['host']:.2f}s) = {host_rate / raw_rate:.2f}x raw; "
-                f"{fold_threads or 'default'} fold threads, "
-                f"{figures['decode_hits']:,.0f} shared decodes"
+                f"({figures['host']:.2f}s) = {host_rate / raw_rate:.2f}x raw; with the intake "
+                f"process, {figures['prepared']:,.0f} events folded as it laid them out; "
+                f"{fold_threads or 'default'} fold threads"
             )
             for name in ("history", "memory"):
                 ev = figures[f"rebuild_{name}_events"]

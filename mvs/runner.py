@@ -112,7 +112,7 @@ class ProcessRunner:
             proj = self.config.projections
             host = ProjectionHost(
                 ctx.nc, self.settings.duckdb_path, url=self.url, batch=proj.batch,
-                memory_mb=proj.duckdb_memory_mb,
+                memory_mb=proj.duckdb_memory_mb, intake=proj.intake_process,
             )
             try:
                 await host.start()

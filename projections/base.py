@@ -38,6 +38,7 @@ __all__ = [
     "Item",
     "Key",
     "Merge",
+    "Prepared",
     "Projection",
     "Row",
     "arrow_schema",
@@ -86,6 +87,29 @@ class Item(NamedTuple):
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
+
+
+class Prepared(NamedTuple):
+    """A share of a batch laid out by :meth:`Projection.prepare`, ready to fold.
+
+    Made where the batch is received, which may be another process (``projections.intake``):
+    plain lists and Arrow tables, so it pickles cheaply. ``ids`` holds the event id of each
+    message of the share, in order, for the runner's duplicate check.
+    """
+
+    ids: list[str]
+    tables: dict[str, pa.Table]
+
+    @staticmethod
+    def combine(parts: list[Prepared]) -> Prepared:
+        """Consecutive shares as one (their tables concatenated, in order)."""
+        if len(parts) == 1:
+            return parts[0]
+        names = parts[0].tables.keys()
+        return Prepared(
+            [i for p in parts for i in p.ids],
+            {n: pa.concat_tables([p.tables[n] for p in parts]) for n in names},
+        )
 
 
 @dataclass(frozen=True)
@@ -234,6 +258,9 @@ class Projection:
     # Keyed tables that grow with the log (one row per memory, per request): a KeyFilter
     # says which keys of a batch are new, so they are neither looked up nor deleted.
     filtered: ClassVar[tuple[str, ...]] = ()
+    # Whether the fold splits into a stateless :meth:`prepare` (decoded items to Arrow
+    # tables, no DuckDB) and :meth:`fold_prepared`: the intake process then does the first.
+    prepares: ClassVar[bool] = False
 
     def __init__(self, suffix: str = "") -> None:
         self.suffix = suffix
@@ -354,6 +381,18 @@ class Projection:
             insert_rows(con, self.t(table), rows)
         self.after_fold(con, ctx)
         return refused
+
+    def prepare(self, items: list[Item]) -> dict[str, pa.Table]:
+        """The Arrow tables :meth:`fold_prepared` folds (only when :attr:`prepares`).
+
+        Stateless and without DuckDB: it may run in the intake process. ``fold(con, items)``
+        of such a projection is ``fold_prepared(con, prepare(items))``.
+        """
+        raise NotImplementedError(f"projection {self.name} has no prepare step")
+
+    def fold_prepared(self, con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
+        """Fold what :meth:`prepare` laid out, inside the caller's transaction."""
+        raise NotImplementedError(f"projection {self.name} has no prepare step")
 
     def reads(self, item: Item) -> Iterable[tuple[str, Key]]:
         """Extra rows (table, key) a handler of ``item`` reads through ``ctx.get``."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any
@@ -31,9 +32,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from mvs.errors import ProjectionError
-from projections.runner import ProjectionRunner, Puller, RawMessage, open_puller
+from projections.base import Prepared
+from projections.intake import Batch, IntakeProcess, IntakeSpec, Router, Share
+from projections.runner import ProjectionRunner, Puller, create_consumer, open_puller
 from streams.definitions import EVENTS_STREAM
-from streams.subjects import EVENTS_PREFIX, consumer_domains, consumer_filter
+from streams.subjects import consumer_domains, consumer_filter
 
 __all__ = ["ADVANCE_EVERY", "FEED_DURABLE", "IN_FLIGHT", "MIN_SHARE", "Feed"]
 
@@ -47,9 +50,11 @@ MIN_SHARE = 0.5
 # ... but no longer than this many batches (the unacked ones must stay below max_ack_pending)
 HOLD_BATCHES = 4
 
-_ALL = f"{EVENTS_PREFIX}.>"
-_PREFIX = f"{EVENTS_PREFIX}."
-_START = len(_PREFIX)
+# the intake process may fail this many times in a row (no batch in between) before the
+# feed gives up and reports it
+INTAKE_RESTARTS = 3
+
+log = logging.getLogger(__name__)
 
 
 def _domains(runner: ProjectionRunner) -> frozenset[str] | None:
@@ -62,8 +67,48 @@ def _domains(runner: ProjectionRunner) -> frozenset[str] | None:
         ) from exc
 
 
+class _Local:
+    """Batches fetched and routed in this process (no intake process)."""
+
+    def __init__(self, puller: Puller, router: Router, batch: int) -> None:
+        self.puller = puller
+        self.router = router
+        self.batch = batch
+
+    async def next(self, wait: bool, timeout: float) -> Batch | None:
+        msgs, ack = await self.puller.fetch(self.batch, timeout, wait=wait)
+        if not msgs:
+            return None
+        split = self.router.split([m.subject for m in msgs])
+        return Batch(
+            msgs[-1].seq, len(msgs), ack,
+            {
+                name: Share(msgs if pos is None else [msgs[i] for i in pos], None)
+                for name, pos in split.items()
+            },
+        )
+
+    async def stop(self) -> None:
+        await self.puller.stop()
+
+
+def _joined(parts: list[Share]) -> Share:
+    """Consecutive shares of one runner as one share."""
+    if len(parts) == 1:
+        return parts[0]
+    prepared = [p.prepared for p in parts if p.prepared is not None]
+    return Share(
+        [m for p in parts for m in p.msgs],
+        Prepared.combine(prepared) if len(prepared) == len(parts) else None,
+    )
+
+
 class Feed:
-    """Drives several :class:`ProjectionRunner` from one durable consumer (module docstring)."""
+    """Drives several :class:`ProjectionRunner` from one durable consumer (module docstring).
+
+    ``intake_url``: read and lay batches out in an intake process connected there
+    (:mod:`projections.intake`); None reads them in this process.
+    """
 
     def __init__(
         self,
@@ -74,6 +119,8 @@ class Feed:
         executor: Executor | None = None,
         durable: str = FEED_DURABLE,
         on_idle: Callable[[], None] | None = None,
+        intake_url: str | None = None,
+        idle_timeout: float = 1.0,
     ) -> None:
         self.js = js
         # called in a fold thread when the log is read after folding something
@@ -82,54 +129,65 @@ class Feed:
         self.batch = batch
         self.executor = executor
         self.durable = durable
-        self._everything = [r for r in self.runners if _domains(r) is None]
-        self._by_domain: dict[frozenset[str], list[ProjectionRunner]] = {}
-        for runner in self.runners:
-            domains = _domains(runner)
-            if domains is not None:
-                self._by_domain.setdefault(domains, []).append(runner)
-        # domain -> the runners (other than those taking everything) that fold it
-        self._routes: dict[str, tuple[ProjectionRunner, ...]] = {}
-        self._puller: Puller | None = None
+        self.intake_url = intake_url
+        self.idle_timeout = idle_timeout
+        self._domains = {r.name: _domains(r) for r in self.runners}
+        self._source: _Local | IntakeProcess | None = None
         # each runner's last queued job: its next one starts after it
         self._tails: dict[ProjectionRunner, asyncio.Future[None]] = {}
-        # a runner's share too small to be worth a fold of its own yet (see _fold)
-        self._held: dict[ProjectionRunner, list[RawMessage]] = {}
+        # a runner's shares too small to be worth a fold of their own yet (see _fold)
+        self._held: dict[ProjectionRunner, list[Share]] = {}
         # (last seq, ack subject) of folded batches not acked yet, oldest first
         self._acks: collections.deque[tuple[int, str]] = collections.deque()
         self.start_seq = 0
 
-    def _route(self, domain: str) -> tuple[ProjectionRunner, ...]:
-        runners = tuple(
-            r for domains, rs in self._by_domain.items() if domain in domains for r in rs
-        )
-        self._routes[domain] = runners
-        return runners
-
     async def subscribe(self) -> None:
-        """(Re)create the consumer after the lowest position of the runners and bind to it."""
+        """(Re)create the consumer after the lowest position of the runners and read it."""
         await self.close()
         if not self.runners:
             with contextlib.suppress(NotFoundError):
                 await self.js.delete_consumer(EVENTS_STREAM, self.durable)
             return
         self.start_seq = min(r.last_seq for r in self.runners) + 1
-        domains = None if self._everything else {d for ds in self._by_domain for d in ds}
-        self._puller = await open_puller(
-            self.js,
-            durable=self.durable,
-            description="MVS projections (one feed for every projection of the host)",
-            start_seq=self.start_seq,
+        every = any(d is None for d in self._domains.values())
+        domains = None if every else {d for ds in self._domains.values() if ds for d in ds}
+        options: dict[str, Any] = {
+            "durable": self.durable,
+            "description": "MVS projections (one feed for every projection of the host)",
+            "start_seq": self.start_seq,
             # one filter subject: the one domain's, else everything (streams.subjects)
-            filters=[consumer_filter(domains)],
-            # held shares stay unacked: room for HOLD_BATCHES of them and IN_FLIGHT more
-            max_ack_pending=max((HOLD_BATCHES + IN_FLIGHT + 3) * self.batch, 10000),
+            "filters": [consumer_filter(domains)],
+            # held shares stay unacked: room for HOLD_BATCHES of them, IN_FLIGHT folding
+            # and the intake's credit
+            "max_ack_pending": max(
+                (HOLD_BATCHES + IN_FLIGHT + IntakeProcess.CREDIT + 2) * self.batch, 10000
+            ),
+        }
+        if self.intake_url is None:
+            puller = await open_puller(self.js, **options)
+            self._source = _Local(puller, Router(self._domains), self.batch)
+            return
+        await create_consumer(self.js, **options)
+        intake = IntakeProcess(
+            IntakeSpec(
+                url=self.intake_url, durable=self.durable, batch=self.batch,
+                idle_timeout=self.idle_timeout,
+                runners={
+                    r.name: (
+                        r.projection.name, r.projection.suffix,
+                        None if (d := self._domains[r.name]) is None else sorted(d),
+                    )
+                    for r in self.runners
+                },
+            )
         )
+        await intake.start()
+        self._source = intake
 
     async def close(self) -> None:
-        if self._puller is not None:
-            await self._puller.stop()
-            self._puller = None
+        if self._source is not None:
+            source, self._source = self._source, None
+            await source.stop()
 
     async def delete(self) -> None:
         await self.close()
@@ -155,41 +213,49 @@ class Feed:
             return None
         return int(ci.num_pending or 0) + int(ci.num_ack_pending or 0)
 
-    async def run(self, stop: asyncio.Event, *, idle_timeout: float = 1.0) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
         """Follow the log until ``stop`` is set.
 
         Up to :data:`IN_FLIGHT` batches fold at once: each runner takes its shares in order,
         and one that is done with a batch starts on the next while the others finish (a
         barrier per batch left the GIL idle a third of the time). A batch is acked once every
         runner has committed all of it (shares held back included), newest safe batch only.
+        An intake process that fails is started again from the runners' positions.
         """
-        if self._puller is None:
-            return
-        puller = self._puller
         inflight: collections.deque[tuple[asyncio.Future[list[None]], int, str]] = (
             collections.deque()
         )
         busy = False
+        failures = 0
         try:
-            while not stop.is_set():
+            while not stop.is_set() and self._source is not None:
                 # while batches fold or shares are held, take only what is there; before
                 # waiting for new events, fold everything and ack, so positions never lag
                 waited = not inflight and not self._held
-                msgs, ack = await puller.fetch(self.batch, idle_timeout, wait=waited)
-                if msgs:
+                try:
+                    batch = await self._source.next(waited, self.idle_timeout)
+                except ProjectionError as exc:
+                    failures += 1
+                    if not isinstance(self._source, IntakeProcess) or failures > INTAKE_RESTARTS:
+                        raise
+                    log.error("%s; starting it again (%d/%d)", exc, failures, INTAKE_RESTARTS)
+                    await self._restart(inflight)
+                    continue
+                if batch is not None:
                     busy = True
+                    failures = 0
                 elif waited and busy and self.on_idle is not None:
                     # everything folded and acked, nothing new: a quiet moment to tidy up
                     busy = False
                     await asyncio.get_running_loop().run_in_executor(self.executor, self.on_idle)
-                if msgs:
+                if batch is not None:
                     # a short batch: the log is (nearly) read, nothing is worth holding
-                    flush = len(msgs) < self.batch
-                    inflight.append((self._fold(msgs, flush=flush), msgs[-1].seq, ack))
+                    flush = batch.size < self.batch
+                    inflight.append((self._fold(batch, flush=flush), batch.last_seq, batch.ack))
                 elif self._held:
-                    inflight.append((self._fold([], flush=True), 0, ""))
+                    inflight.append((self._fold(None, flush=True), 0, ""))
                 while inflight and (
-                    inflight[0][0].done() or not msgs or len(inflight) >= IN_FLIGHT
+                    inflight[0][0].done() or batch is None or len(inflight) >= IN_FLIGHT
                 ):
                     done, last, ack = inflight.popleft()
                     await done
@@ -197,7 +263,7 @@ class Feed:
                         self._acks.append((last, ack))
                     await self._send_acks()
             if self._held:
-                await self._fold([], flush=True)
+                await self._fold(None, flush=True)
                 await self._send_acks()
         finally:
             # a failed batch fails the ones queued behind it; wait for them before leaving
@@ -206,43 +272,45 @@ class Feed:
                     await done
             self._tails.clear()
 
-    def _fold(self, msgs: list[RawMessage], *, flush: bool) -> asyncio.Future[list[None]]:
-        """Queue every runner's fold of its share of ``msgs``; one future for all of them.
+    async def _restart(
+        self, inflight: collections.deque[tuple[asyncio.Future[list[None]], int, str]]
+    ) -> None:
+        """Let what is folding finish, forget the unacked rest and read again from the
+        runners' positions (what was not folded is delivered again)."""
+        while inflight:
+            await inflight.popleft()[0]
+        self._held.clear()
+        self._acks.clear()
+        await asyncio.sleep(0.5)
+        await self.subscribe()
+
+    def _fold(self, batch: Batch | None, *, flush: bool) -> asyncio.Future[list[None]]:
+        """Queue every runner's fold of its share of ``batch``; one future for all of them.
 
         A share smaller than :data:`MIN_SHARE` of the batch is held back and folded with the
         runner's next share (each fold costs a transaction and a few statements whatever
         its size: a projection with a twentieth of the traffic spent 4x the time of one
         fold on twenty small ones), unless ``flush``.
         """
-        shares: dict[ProjectionRunner, list[RawMessage]] = {r: [] for r in self.runners}
-        routes = self._routes
-        for m in msgs:
-            # the domain of mvs.evt.<domain>.<key>
-            subject = m.subject
-            end = subject.find(".", _START)
-            domain = subject[_START:end] if end > 0 else subject[_START:]
-            runners = routes.get(domain)
-            if runners is None:
-                runners = self._route(domain)
-            for r in runners:
-                shares[r].append(m)
-        for r in self._everything:
-            shares[r] = msgs
-        last = msgs[-1].seq if msgs else 0
+        shares = batch.shares if batch is not None else {}
+        last = batch.last_seq if batch is not None else 0
         least = max(1, int(self.batch * MIN_SHARE))
         span = HOLD_BATCHES * self.batch
         jobs = []
-        for runner, share in shares.items():
-            held = self._held.pop(runner, None)
-            if held is not None:
-                share = held + share
+        for runner in self.runners:
+            parts = self._held.pop(runner, [])
+            share = shares.get(runner.name)
+            if share is not None and share.msgs:
+                parts.append(share)
+            size = sum(len(p.msgs) for p in parts)
             # held too long, it would hold the acks back until the consumer stalls
-            if share and (flush or len(share) >= least or last - share[0].seq >= span):
-                job = self._then(runner, runner.apply, share)
-            elif share:
-                self._held[runner] = share
+            if parts and (flush or size >= least or last - parts[0].msgs[0].seq >= span):
+                whole = _joined(parts)
+                job = self._then(runner, runner.apply, whole.msgs, whole.prepared)
+            elif parts:
+                self._held[runner] = parts
                 continue
-            elif msgs and last - runner.last_seq >= ADVANCE_EVERY:
+            elif batch is not None and last - runner.last_seq >= ADVANCE_EVERY:
                 job = self._then(runner, runner.advance, last)
             else:
                 continue
@@ -251,7 +319,7 @@ class Feed:
 
     async def _send_acks(self) -> None:
         """Ack the newest folded batch that no held share reaches back into."""
-        floor = min((share[0].seq for share in self._held.values()), default=None)
+        floor = min((parts[0].msgs[0].seq for parts in self._held.values()), default=None)
         safe = ""
         while self._acks and (floor is None or self._acks[0][0] < floor):
             safe = self._acks.popleft()[1]
@@ -259,15 +327,15 @@ class Feed:
             await self.js._nc.publish(safe, b"+ACK")
 
     def _then(
-        self, runner: ProjectionRunner, fn: Callable[[Any], None], arg: Any
+        self, runner: ProjectionRunner, fn: Callable[..., None], *args: Any
     ) -> asyncio.Future[None]:
-        """Run ``fn(arg)`` in a fold thread after ``runner``'s previous job."""
+        """Run ``fn(*args)`` in a fold thread after ``runner``'s previous job."""
         before = self._tails.get(runner)
 
         async def job() -> None:
             if before is not None:
                 await before
-            await asyncio.get_running_loop().run_in_executor(self.executor, fn, arg)
+            await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
         tail = asyncio.ensure_future(job())
         self._tails[runner] = tail
@@ -275,7 +343,7 @@ class Feed:
 
     async def settle(self) -> None:
         """Store the position of runners that folded nothing recently (on a clean stop)."""
-        if self._puller is None:
+        if self._source is None:
             return
         # everything below the ack floor was seen by every runner
         try:

@@ -8,7 +8,7 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
-from projections.base import Append, Item, Merge, Projection, Row
+from projections.base import Append, Item, Merge, Projection, Row, insert_arrow
 from streams.base import Event
 from streams.catalog import ALL_EVENTS
 
@@ -21,18 +21,12 @@ _META = {
 }
 _encode = msgspec.json.Encoder().encode
 
-# The envelope fields every event carries, read out of the JSON payload in one parse per row.
-_ENVELOPE = (
-    '{"type": "VARCHAR", "event_id": "VARCHAR", "occurred_at": "DOUBLE", '
-    '"source": "VARCHAR", "correlation_id": "VARCHAR"}'
-)
-_INSERT = f"""
-    INSERT INTO <table> BY NAME
-    SELECT seq, subject, j.type AS type, j.event_id AS event_id, j.occurred_at AS occurred_at,
-           j.source AS source, j.correlation_id AS correlation_id,
-           domain, key, payload, seq AS last_seq
-    FROM (SELECT *, json_transform(payload, '{_ENVELOPE}') AS j FROM _mvs_events)
-"""
+_SCHEMA = pa.schema([
+    ("seq", pa.uint64()), ("subject", pa.string()), ("type", pa.string()),
+    ("event_id", pa.string()), ("occurred_at", pa.float64()), ("source", pa.string()),
+    ("correlation_id", pa.string()), ("domain", pa.string()), ("key", pa.string()),
+    ("payload", pa.string()), ("last_seq", pa.uint64()),
+])
 
 
 def history_row(item: Item) -> Row:
@@ -64,44 +58,39 @@ class HistoryProjection(Projection):
     tables = ("events",)
     # The history mirrors the log, including an event published twice: no dedup.
     dedup = False
+    prepares = True
     handlers: ClassVar[dict[type[Event], tuple[Append | Merge, ...]]] = dict.fromkeys(
         ALL_EVENTS, _APPEND
     )
 
-    def fold(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> list[tuple[Item, str]]:
-        """The same rows as the generic engine would append, with the columns found by DuckDB.
+    def prepare(self, items: list[Item]) -> dict[str, pa.Table]:
+        """The rows :func:`history_row` defines, column by column (a comprehension per
+        column: every event passes through here, usually in the intake process)."""
+        events = [item.event for item in items]
+        metas = [_META[type(ev)] for ev in events]
+        keys = [
+            None if m[2] is None else getattr(ev, m[2])
+            for ev, m in zip(events, metas, strict=True)
+        ]
+        seqs = pa.array([item.seq for item in items], pa.uint64())
+        columns = [
+            seqs,
+            pa.array([item.subject for item in items], pa.string()),
+            pa.array([m[0] for m in metas], pa.string()),
+            pa.array([ev.event_id for ev in events], pa.string()),
+            pa.array([ev.occurred_at for ev in events], pa.float64()),
+            pa.array([ev.source for ev in events], pa.string()),
+            pa.array([ev.correlation_id for ev in events], pa.string()),
+            pa.array([m[1] for m in metas], pa.string()),
+            pa.array([None if k is None else str(k) for k in keys], pa.string()),
+            pa.array([_encode(ev) for ev in events], pa.binary()).cast(pa.string()),
+            seqs,
+        ]
+        return {"events": pa.Table.from_arrays(columns, schema=_SCHEMA)}
 
-        Every event passes through this projection, so Python does the least it can per
-        event: it encodes the payload and reads the key; DuckDB takes type, event id, time,
-        source and correlation id out of the payload (one ``json_transform`` per row), off
-        the GIL.
-        """
-        n = len(items)
-        seq: list[int] = [0] * n
-        subject: list[str] = [""] * n
-        key: list[str | None] = [None] * n
-        domain: list[str] = [""] * n
-        payload: list[str] = [""] * n
-        for i, item in enumerate(items):
-            ev = item.event
-            _, domain[i], key_field = _META[type(ev)]
-            k = None if key_field is None else getattr(ev, key_field)
-            seq[i] = item.seq
-            subject[i] = item.subject
-            key[i] = None if k is None else str(k)
-            payload[i] = _encode(ev).decode()
-        batch = pa.table(
-            {
-                "seq": pa.array(seq, pa.uint64()),
-                "subject": pa.array(subject, pa.string()),
-                "key": pa.array(key, pa.string()),
-                "domain": pa.array(domain, pa.string()),
-                "payload": pa.array(payload, pa.string()),
-            }
-        )
-        con.register("_mvs_events", batch)
-        try:
-            con.execute(_INSERT.replace("<table>", self.t("events")))
-        finally:
-            con.unregister("_mvs_events")
+    def fold(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> list[tuple[Item, str]]:
+        self.fold_prepared(con, self.prepare(items))
         return []
+
+    def fold_prepared(self, con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
+        insert_arrow(con, self.t("events"), tables["events"])

@@ -53,6 +53,7 @@ from projections.rebuild import RebuildReport, rebuild
 from projections.registry import PROJECTIONS, projection
 from projections.runner import (
     DUCKDB_MEMORY_MB,
+    GC_THRESHOLD,
     DecodeCache,
     ProjectionRunner,
     create_core_schema,
@@ -65,12 +66,6 @@ __all__ = ["GC_THRESHOLD", "ProjectionHost", "Status"]
 
 log = logging.getLogger(__name__)
 
-# A host keeps many tracked objects alive (a decode cache of events, the rows of a batch) and
-# makes several short-lived ones per event, so the default young-generation threshold (700)
-# had the cyclic collector walk the live set over and over: measured on 210k replayed
-# memories, memory + history caught up in 16.5-18.9 s with the default and 13.0-14.6 s with
-# this (12.5-14.4 s with no collection at all). Set while a host runs, restored after.
-GC_THRESHOLD = (100_000, 50, 1000)
 
 
 class Status(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,9 +90,12 @@ class ProjectionHost:
         url: str | None = None,
         fold_threads: int | None = None,
         memory_mb: int = DUCKDB_MEMORY_MB,
+        intake: bool = True,
     ) -> None:
         self.nc = nc
         self.memory_mb = memory_mb
+        # read and lay out the log in an intake process (projections.intake), else here
+        self.intake = intake
         self.js = nc.jetstream(timeout=10.0)
         self.path = Path(duckdb_path)
         self.names = names or tuple(PROJECTIONS)
@@ -170,7 +168,8 @@ class ProjectionHost:
         """Feed ``runners`` from one consumer starting after the lowest of their positions."""
         await self._halt()
         self.feed = Feed(
-            self.js, runners, batch=self.batch, executor=self._executor, on_idle=self._tidy
+            self.js, runners, batch=self.batch, executor=self._executor, on_idle=self._tidy,
+            intake_url=self.url if self.intake and self.url else None,
         )
         await self.feed.subscribe()
         self._stop_feed = asyncio.Event()

@@ -25,7 +25,7 @@ from projections.base import (
     Projection,
     Row,
     by_index,
-    insert_columns,
+    insert_arrow,
 )
 from streams.base import Event
 from streams.events import requests as rq
@@ -125,6 +125,13 @@ _BATCH_SCHEMA = pa.schema([
     ("priority", pa.int64()), ("task_type", pa.string()), ("route", pa.string()),
     ("fallback_from", pa.string()), ("reason", pa.string()), ("outcome", pa.string()),
     ("latency_ms", pa.float64()), ("error", pa.string()), ("occurred_at", pa.float64()),
+])
+
+# the rows of ``request_stages`` (requests.sql), as laid out by prepare
+_STAGE_SCHEMA = pa.schema([
+    ("request_id", pa.string()), ("stage", pa.string()), ("duration_ms", pa.float64()),
+    ("ok", pa.bool_()), ("detail", pa.string()), ("occurred_at", pa.float64()),
+    ("seq", pa.uint64()), ("last_seq", pa.uint64()),
 ])
 
 # Per request of the batch: each column group from the last event (by seq) that sets it
@@ -231,8 +238,9 @@ class RequestsProjection(GenericRequestsProjection):
     """
 
     filtered = ("requests",)
+    prepares = True
 
-    def fold(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> list[tuple[Item, str]]:
+    def prepare(self, items: list[Item]) -> dict[str, pa.Table]:
         groups: tuple[list[Item], ...] = ([], [], [], [])
         kinds = _KINDS
         for item in items:
@@ -240,8 +248,16 @@ class RequestsProjection(GenericRequestsProjection):
         batch = pa.concat_tables(
             [_layout(k, group) for k, group in enumerate(groups) if group]
         )
+        stages = pa.Table.from_pydict(_stage_columns(groups[_STAGE]), schema=_STAGE_SCHEMA)
+        return {"batch": batch, "stages": stages}
+
+    def fold(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> list[tuple[Item, str]]:
+        self.fold_prepared(con, self.prepare(items))
+        return []
+
+    def fold_prepared(self, con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
+        batch = tables["batch"]
         rid = batch.column("request_id").to_pylist()
-        stages = groups[_STAGE]
         table = self.t("requests")
         keys = list(dict.fromkeys(rid))
         f = self.filters["requests"]
@@ -281,6 +297,4 @@ class RequestsProjection(GenericRequestsProjection):
         finally:
             con.unregister("_mvs_merged")
         f.add(hashes[~maybe])
-        if stages:
-            insert_columns(con, self.t("request_stages"), _stage_columns(stages))
-        return []
+        insert_arrow(con, self.t("request_stages"), tables["stages"])

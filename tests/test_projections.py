@@ -23,6 +23,7 @@ from nats.js.errors import NotFoundError
 from mvs.bus import connect, jetstream
 from projections.base import Item
 from projections.history import history_row
+from projections.intake import prepare_shares
 from projections.memory import MemoryProjection
 from projections.registry import projection
 from projections.runner import ProjectionRunner
@@ -277,10 +278,24 @@ async def publish(js: JetStreamContext, plan: list[Any]) -> None:
             await js.publish("mvs.evt.memory.poison", ev)
 
 
+def through_intake(runner: ProjectionRunner) -> None:
+    """Have ``runner`` fold every batch as laid out by the intake process would lay it out
+    (``prepare_shares``: prepared for history and requests, unprepared with a poison in it)."""
+    plain = runner.apply
+
+    def apply(msgs: list[Any], prepared: Any = None) -> None:
+        shares = prepare_shares(msgs, {runner.name: None}, {runner.name: runner.projection})
+        plain(msgs, shares.get(runner.name))
+
+    runner.apply = apply  # type: ignore[method-assign]
+
+
 async def fold(
-    url: str, db_path: Path, names: tuple[str, ...], plan: list[Any], cut: int, batch: int
+    url: str, db_path: Path, names: tuple[str, ...], plan: list[Any], cut: int, batch: int,
+    prepared: bool = False,
 ) -> None:
-    """Publish ``plan[:cut]``, fold, stop everything, restart, publish the rest, fold."""
+    """Publish ``plan[:cut]``, fold, stop everything, restart, publish the rest, fold
+    (``prepared``: each batch laid out first, as by the intake process)."""
     nc = await connect(url)
     js = jetstream(nc)
     await reset_stream(js)
@@ -290,6 +305,8 @@ async def fold(
         for name in names:
             runner = ProjectionRunner(projection(name), db, js, batch=batch)
             runner.prepare()
+            if prepared:
+                through_intake(runner)
             await runner.subscribe()
             # a redelivery of a committed batch: nak after the commit, fetch it again
             msgs, ack = await runner.fetch(0.3)
@@ -336,8 +353,9 @@ def test_memory_projection_equals_reference_fold_across_restarts_and_duplicates(
 ) -> None:
     cut = data.draw(st.integers(0, len(plan)), label="restart at")
     batch = data.draw(st.sampled_from([1, 3, 100]), label="batch")
-    db_path = tmp_path / f"p{abs(hash(str(plan)))}-{cut}-{batch}.duckdb"
-    asyncio.run(fold(nats_url, db_path, ("memory", "history"), plan, cut, batch))
+    prepared = data.draw(st.booleans(), label="laid out as by the intake process")
+    db_path = tmp_path / f"p{abs(hash(str(plan)))}-{cut}-{batch}-{prepared}.duckdb"
+    asyncio.run(fold(nats_url, db_path, ("memory", "history"), plan, cut, batch, prepared))
     assert read(db_path, db_memory) == ref_memory(plan)
     assert read(db_path, db_history) == ref_history(plan)
 
@@ -349,8 +367,9 @@ def test_requests_and_twin_projections_equal_reference_fold(
 ) -> None:
     cut = data.draw(st.integers(0, len(plan)), label="restart at")
     batch = data.draw(st.sampled_from([1, 4, 100]), label="batch")
-    db_path = tmp_path / f"t{abs(hash(str(plan)))}-{cut}-{batch}.duckdb"
-    asyncio.run(fold(nats_url, db_path, ("requests", "twin"), plan, cut, batch))
+    prepared = data.draw(st.booleans(), label="laid out as by the intake process")
+    db_path = tmp_path / f"t{abs(hash(str(plan)))}-{cut}-{batch}-{prepared}.duckdb"
+    asyncio.run(fold(nats_url, db_path, ("requests", "twin"), plan, cut, batch, prepared))
     assert read(db_path, db_twin) == ref_twin(plan)
 
 

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from mvs.bus import connect, jetstream
 from projections.host import ProjectionHost
+from projections.intake import IntakeProcess
 from streams.base import Event
 from streams.catalog import encode_event, subject_of
 from streams.definitions import apply_streams
@@ -264,7 +265,9 @@ def test_small_shares_are_held_back_then_folded_and_acked_in_full(
         async with ProjectionHost(nc, path, serve=False, batch=10) as host:
             runner = host.runners["requests"]
             apply = runner.apply
-            runner.apply = lambda msgs: (seen.append(len(msgs)), apply(msgs))[1]  # type: ignore[method-assign]
+            runner.apply = lambda msgs, prepared=None: (  # type: ignore[method-assign]
+                seen.append(len(msgs)), apply(msgs, prepared)
+            )[1]
             await host.catch_up()
             assert host.feed is not None and await host.feed.idle()
             ci = await js.consumer_info("MVS_EVENTS", "proj_feed")
@@ -404,6 +407,87 @@ def test_after_a_catch_up_the_host_checkpoints_and_drops_its_decoded_events(
             assert not host.decoder._entries
             assert not wal.exists() or wal.stat().st_size == 0
             assert host.query("SELECT 1")  # and it goes on serving
+        await nc.close()
+
+    asyncio.run(main())
+
+
+def _checksums(path: Path) -> dict[str, tuple[int, int]]:
+    import duckdb
+
+    from projections.base import checksum
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        tables = [r[0] for r in con.execute("SHOW TABLES").fetchall()]
+        # positions and dead letters carry the time they were written
+        skip = {"projection_positions"}
+        out = {t: checksum(con, t) for t in tables if t not in skip and t != "dead_letters"}
+        out["dead_letters"] = (
+            len(con.execute("SELECT seq, projection, reason FROM dead_letters").fetchall()), 0
+        )
+        return out
+    finally:
+        con.close()
+
+
+def test_the_intake_process_gives_the_tables_of_a_feed_read_in_process(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """History and requests are laid out by the intake process and folded as laid out; the
+    tables (dead letters included) equal those of a host reading the log itself."""
+    events = sample_events() + [rq.RequestReceived(request_id=f"r{i}", text="x") for i in range(50)]
+
+    async def main() -> None:
+        await publish(nats_url, events)
+        nc = await connect(nats_url)
+        js = jetstream(nc)
+        # an event published twice beyond the duplicate window: a new seq, the same id
+        await js.publish(subject_of(events[-1]), encode_event(events[-1]))
+        for intake in (True, False):
+            path = tmp_path / f"intake-{intake}.duckdb"
+            async with ProjectionHost(nc, path, serve=False, intake=intake, batch=10) as host:
+                await host.catch_up()
+                prepared = {n: r.events_prepared for n, r in host.runners.items()}
+                applied = {n: r.events_applied for n, r in host.runners.items()}
+            if intake:
+                # the batch with the poison falls back to the ordinary fold, and so does the
+                # share with the duplicate (which drops it); the others are folded as laid out
+                assert 0 < prepared["history"] < applied["history"] == len(events) + 1
+                assert prepared["requests"] == applied["requests"] == 53
+                assert prepared["memory"] == prepared["twin"] == 0
+            else:
+                assert not any(prepared.values())
+        assert _checksums(tmp_path / "intake-True.duckdb") == _checksums(
+            tmp_path / "intake-False.duckdb"
+        )
+        await nc.close()
+
+    asyncio.run(main())
+
+
+def test_an_intake_process_that_dies_is_started_again_and_nothing_is_lost(
+    nats_url: str, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        await publish(nats_url, sample_events(), poison=False)
+        nc = await connect(nats_url)
+        async with ProjectionHost(nc, tmp_path / "mvs.duckdb", serve=False) as host:
+            await host.catch_up()
+            assert host.feed is not None
+            source = host.feed._source
+            assert isinstance(source, IntakeProcess) and source.proc is not None
+            source.proc.kill()
+            later = [m.MemoryWritten(memory_id=f"late{i}", content="x") for i in range(20)]
+            await publish(nats_url, later, poison=False)
+            await host.catch_up(timeout=30)
+            assert host.feed._source is not source  # a new intake process
+            assert host.db is not None
+            rows = host.db.execute("SELECT count(*) FROM memories WHERE memory_id LIKE 'late%'")
+            assert rows.fetchall() == [(20,)]
+            events = host.db.execute("SELECT count(*), count(DISTINCT seq) FROM events")
+            n = len(sample_events()) + 20
+            assert events.fetchall() == [(n, n)]
         await nc.close()
 
     asyncio.run(main())

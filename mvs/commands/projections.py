@@ -42,7 +42,7 @@ def _print_status(rows: list[Status]) -> None:
 
 
 def _host_config(settings: Settings) -> ProjectionsConfig:
-    """The config's ``projections`` section (batch size, DuckDB memory limit)."""
+    """The config's ``projections`` section (batch size, DuckDB memory limit, intake)."""
     return load_config(settings.config_path).projections
 
 
@@ -53,7 +53,7 @@ async def _offline_host(url: str, settings: Settings, fn: str, arg: str = "") ->
         cfg = _host_config(settings)
         async with ProjectionHost(
             nc, settings.duckdb_path, names=names, serve=False, batch=cfg.batch,
-            memory_mb=cfg.duckdb_memory_mb,
+            memory_mb=cfg.duckdb_memory_mb, intake=cfg.intake_process,
         ) as host:
             if fn == "rebuild":
                 return await host.rebuild(arg)
@@ -125,7 +125,8 @@ async def _follow(url: str, settings: Settings) -> None:
     try:
         cfg = _host_config(settings)
         async with ProjectionHost(
-            nc, settings.duckdb_path, url=url, batch=cfg.batch, memory_mb=cfg.duckdb_memory_mb
+            nc, settings.duckdb_path, url=url, batch=cfg.batch, memory_mb=cfg.duckdb_memory_mb,
+            intake=cfg.intake_process,
         ) as host:
             print(f"projections running on {settings.duckdb_path}; queries on NATS {url}")
             await host.catch_up(timeout=None)
