@@ -16,6 +16,10 @@ no runner takes (several filter subjects make nats-server slow: ``streams.subjec
 runner that sees no event of its subjects for a while still moves its stored position on
 (:data:`ADVANCE_EVERY`), so that a restart does not read back the whole log for a
 projection that rarely gets events.
+
+The batches come from an intake process (:mod:`projections.intake`: fetched, routed and,
+for the projections that prepare, laid out there) or, without one, from a pull consumer read
+in this process; either way the feed schedules the folds and acks here.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ MIN_SHARE = 0.5
 HOLD_BATCHES = 4
 
 # the intake process may fail this many times in a row (no batch in between) before the
-# feed gives up and reports it
+# feed stops starting it and reads the log in the writer
 INTAKE_RESTARTS = 3
 
 log = logging.getLogger(__name__)
@@ -220,7 +224,8 @@ class Feed:
         and one that is done with a batch starts on the next while the others finish (a
         barrier per batch left the GIL idle a third of the time). A batch is acked once every
         runner has committed all of it (shares held back included), newest safe batch only.
-        An intake process that fails is started again from the runners' positions.
+        An intake process that fails is started again from the runners' positions; after
+        :data:`INTAKE_RESTARTS` failures in a row the writer reads the log itself.
         """
         inflight: collections.deque[tuple[asyncio.Future[list[None]], int, str]] = (
             collections.deque()
@@ -235,10 +240,16 @@ class Feed:
                 try:
                     batch = await self._source.next(waited, self.idle_timeout)
                 except ProjectionError as exc:
-                    failures += 1
-                    if not isinstance(self._source, IntakeProcess) or failures > INTAKE_RESTARTS:
+                    if not isinstance(self._source, IntakeProcess):
                         raise
-                    log.error("%s; starting it again (%d/%d)", exc, failures, INTAKE_RESTARTS)
+                    failures += 1
+                    if failures > INTAKE_RESTARTS:
+                        # the projections go on, slower: this process reads the log itself
+                        log.error("%s; reading the log in the writer from now on", exc)
+                        self.intake_url = None
+                    else:
+                        log.error("%s; starting it again (%d/%d)", exc, failures,
+                                  INTAKE_RESTARTS)
                     await self._restart(inflight)
                     continue
                 if batch is not None:

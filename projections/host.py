@@ -14,7 +14,9 @@ Usage from a supervisor::
 
 ``start()`` applies the stream definitions, creates the tables and (re)creates one durable
 pull consumer, the :class:`~projections.feed.Feed`, after the lowest stored position; it reads
-the log once and hands each projection the events of its subjects. It serves
+the log once and hands each projection the events of its subjects. The reading and the
+stateless half of the folds run in an intake process (:mod:`projections.intake`) unless
+``intake=False``. It serves
 
 * ``mvs.svc.query.sql``: a SELECT, answered as an Arrow IPC stream (see :mod:`projections.query`);
 * ``mvs.svc.query.export``: write every table to Parquet in a directory;
@@ -260,8 +262,8 @@ class ProjectionHost:
         )
 
     async def _reached(self, runner: ProjectionRunner, seq: int) -> bool:
-        at, idle = await self.position(runner.name)
-        return at >= seq or idle
+        # the position first: asking the server whether the feed is idle costs a request
+        return runner.last_seq >= seq or (await self.position(runner.name))[1]
 
     def _fed(self, runner: ProjectionRunner) -> bool:
         return self.feed is not None and self._task is not None and runner in self.feed.runners

@@ -312,6 +312,16 @@ def _batch(frame: tuple[Any, ...]) -> Batch:
 # ------------------------------------------------------------------ the intake's side
 
 
+def _tidy() -> None:
+    """Give back what laying out a backlog held (Arrow's pool keeps freed memory)."""
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+
+
 def _settle(future: asyncio.Future[None], outcome: BaseException | None) -> None:
     """End ``future`` (with ``outcome`` if that is an exception) unless it has ended."""
     if future.done():
@@ -369,6 +379,8 @@ async def _intake(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         while True:
             await credit.acquire()
             msgs, ack = await fetching
+            if not msgs:
+                _tidy()  # the log is read: a quiet moment to give memory back
             while not msgs:
                 msgs, ack = await puller.fetch(spec.batch, spec.idle_timeout)
             fetching = asyncio.ensure_future(puller.fetch(spec.batch, spec.idle_timeout))
@@ -380,7 +392,8 @@ async def _intake(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 {name: (positions, prepared.get(name)) for name, positions in split.items()},
             ))
 
-    nc = await connect(spec.url, name="mvs-projections-intake")
+    # the writer is connected to that server: a short first try
+    nc = await connect(spec.url, name="mvs-projections-intake", connect_timeout=2.0)
     puller = Puller(nc, EVENTS_STREAM, spec.durable)
     await puller.start()
     threading.Thread(target=control, name="mvs-intake-control", daemon=True).start()

@@ -491,3 +491,22 @@ def test_an_intake_process_that_dies_is_started_again_and_nothing_is_lost(
         await nc.close()
 
     asyncio.run(main())
+
+
+def test_an_intake_process_that_cannot_run_leaves_the_writer_reading_the_log(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """An intake that fails again and again (here: it is told a NATS URL nobody serves) is
+    given up on after a few tries; the writer reads the log itself and nothing is lost."""
+
+    async def main() -> None:
+        await publish(nats_url, sample_events(), poison=False)
+        nc = await connect(nats_url)
+        host = ProjectionHost(nc, tmp_path / "mvs.duckdb", serve=False, url="nats://127.0.0.1:99999")
+        async with host:
+            await host.catch_up(timeout=60)
+            assert host.feed is not None and not isinstance(host.feed._source, IntakeProcess)
+            assert host.runners["history"].events_applied == len(sample_events())
+        await nc.close()
+
+    asyncio.run(main())
