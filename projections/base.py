@@ -302,7 +302,7 @@ class Projection:
         if self.dedup:
             out.append(
                 f"CREATE TABLE IF NOT EXISTS {self.applied_table} "
-                "(event_id VARCHAR NOT NULL, seq UBIGINT NOT NULL)"
+                "(event_id VARCHAR NOT NULL USING COMPRESSION zstd, seq UBIGINT NOT NULL)"
             )
         return out
 

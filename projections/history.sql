@@ -1,14 +1,18 @@
 -- Every event of the log, one row per stream message (duplicates included: it mirrors the log).
+-- The payload and the event id (a UUID) are stored with ZSTD: DuckDB's default analysis picked
+-- dictionary+FSST for them, which cost ~40% of the history's insert CPU (checkpoint analysis
+-- and compression) for a file ~1.8x the size (measured on 200k mixed events: 1.48 -> 0.90 s
+-- CPU, 39 -> 22 MB, same query times).
 CREATE TABLE IF NOT EXISTS events (
     seq UBIGINT PRIMARY KEY,
     subject VARCHAR NOT NULL,
     type VARCHAR NOT NULL,
-    event_id VARCHAR NOT NULL,
+    event_id VARCHAR NOT NULL USING COMPRESSION zstd,
     occurred_at DOUBLE,
     source VARCHAR,
     correlation_id VARCHAR,
     domain VARCHAR,
     key VARCHAR,
-    payload JSON,
+    payload JSON USING COMPRESSION zstd,
     last_seq UBIGINT
 );

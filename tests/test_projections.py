@@ -468,23 +468,56 @@ many_writes = st.builds(
 )
 
 
+# accesses, updates, reinforcements and decays of the memories many_writes writes: batches
+# hold memories only patched (one UPDATE) beside memories also written or deleted
+eight = st.sampled_from([f"m{i}" for i in range(8)])
+patches = st.one_of(
+    st.builds(m.MemoryAccessed, memory_id=eight, occurred_at=st.floats(0, 10)),
+    st.builds(
+        m.MemoryUpdated, memory_id=eight, content=maybe(small_text), importance=maybe(unit),
+        memory_type=maybe(st.just("knowledge_fact")), tier=maybe(st.sampled_from(["short"])),
+        expires_at=maybe(st.none() | unit), metadata=maybe(meta), tags=maybe(tags),
+        parent_id=maybe(st.none() | eight), occurred_at=st.floats(0, 10),
+    ),
+    st.builds(m.MemoryReinforced, memory_id=eight, importance=unit,
+              tier=st.none() | st.just("long")),
+    st.builds(m.MemoryDecayed, memory_id=eight, importance=unit, tier=st.just("short")),
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(events=st.lists(many_writes | memory_events, min_size=1, max_size=30), data=st.data())
+@given(
+    events=st.lists(many_writes | patches | memory_events, min_size=1, max_size=30),
+    data=st.data(),
+)
 def test_columnar_memory_writes_equal_the_event_by_event_fold(
     events: list[Event], data: st.DataObject
 ) -> None:
     """Every column of every memory table, and the refusals, for any split into batches.
 
-    Batches mix writes of memories nothing else touches (folded column by column) with
-    everything else; later batches replace stored, deleted and session-counted rows.
+    Batches mix writes of memories nothing else touches (folded column by column) and
+    patches of memories nothing else touches (one UPDATE) with everything else; later
+    batches replace, patch and refuse stored, deleted and session-counted rows.
     """
     from unittest import mock
 
     from projections import base
 
+    # most examples start from the eight memories stored (a batch of their writes), so that
+    # the patches of later batches mostly apply rather than being refused
+    seeded = data.draw(st.integers(0, 3), label="seeded") > 0
+    if seeded:
+        events = [
+            m.MemoryWritten(memory_id=f"m{i}", content="seed", session_id=f"s{i % 2}")
+            for i in range(8)
+        ] + events
     items = [Item(i + 1, subject_of(e), e, b"") for i, e in enumerate(events)]
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(items)), max_size=3), label="cuts"))
-    parts = [items[a:b] for a, b in zip([0, *cuts], [*cuts, len(items)], strict=True)]
+    first = 8 if seeded else 0
+    cuts = sorted(
+        data.draw(st.lists(st.integers(first, len(items)), max_size=3), label="cuts")
+    )
+    bounds = [0, first, *cuts] if seeded else [0, *cuts]
+    parts = [items[a:b] for a, b in zip(bounds, [*bounds[1:], len(items)], strict=True)]
     by_join = data.draw(st.booleans(), label="by_join")
     results = []
     with mock.patch.object(base, "INDEX_LOOKUP_MAX", 0 if by_join else base.INDEX_LOOKUP_MAX):

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from mvs.bus import connect, jetstream
+from mvs.errors import ProjectionError
 from projections.host import ProjectionHost
-from projections.intake import IntakeProcess
+from projections.intake import IntakeProcess, read_frame, write_frame
 from streams.base import Event
 from streams.catalog import encode_event, subject_of
 from streams.definitions import apply_streams
@@ -429,6 +433,35 @@ def _checksums(path: Path) -> dict[str, tuple[int, int]]:
         return out
     finally:
         con.close()
+
+
+def test_intake_frames_carry_batches_and_arrow_tables_and_refuse_a_pipe_out_of_step() -> None:
+    table = pa.table({"seq": pa.array([1, 2, 3], pa.uint64()), "payload": ["{}", None, "[]"]})
+    frames = [
+        ("credit", 3),
+        ("batch", 3, "ack", [1, 2, 3], ["a", "b", "a"], [b"x", b"", b"\x00" * 70000],
+         {"history": (None, (["e1", "e2"], {"events": table})), "memory": ([0, 2], None)}),
+        ("stop",),
+    ]
+    pipe = io.BytesIO()
+    for frame in frames:
+        write_frame(pipe, frame)
+    sent = pipe.getvalue()
+    pipe.seek(0)
+    got = [read_frame(pipe) for _ in frames]
+    assert got[0] == frames[0] and got[2] == frames[2]
+    assert got[1][:6] == frames[1][:6]
+    assert got[1][6]["memory"] == ([0, 2], None)
+    ids, tables = got[1][6]["history"][1]
+    assert ids == ["e1", "e2"] and tables["events"].equals(table)
+    with pytest.raises(EOFError):
+        read_frame(pipe)
+    cut = io.BytesIO(sent[: len(sent) // 2])  # the other side died in the middle of a frame
+    assert read_frame(cut) == frames[0]
+    with pytest.raises(EOFError):
+        read_frame(cut)
+    with pytest.raises(ProjectionError, match="out of step"):
+        read_frame(io.BytesIO(b"not a frame header at all"))
 
 
 def test_the_intake_process_gives_the_tables_of_a_feed_read_in_process(
