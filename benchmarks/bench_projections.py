@@ -25,6 +25,7 @@ from pathlib import Path
 from mvs.bus import connect, jetstream
 from mvs.natsserver import NatsServer
 from projections.host import ProjectionHost
+from projections.runner import BATCH
 from streams.base import Event
 from streams.catalog import encode_event, subject_of
 from streams.definitions import EVENTS_STREAM, apply_streams
@@ -201,7 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="50k events instead of 1M")
     parser.add_argument("--events", type=int, default=None)
-    parser.add_argument("--batch", type=int, default=10000)
+    parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--fold-threads", type=int, default=None,
                         help="the host's fold threads (default: one per projection)")
     parser.add_argument("--host-only", action="store_true", help="skip single projections")

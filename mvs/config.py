@@ -176,7 +176,7 @@ class ProjectionsConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_field
     # DuckDB's memory_limit for mvs.duckdb (its default, 80% of RAM, lets its caches grow with
     # the history; beyond the limit DuckDB evicts, and spills big queries to disk)
     duckdb_memory_mb: int = 512
-    batch: int = 10000  # events per fold
+    batch: int = 20000  # events per fold (projections.runner.BATCH)
     # read the log and lay batches out in a process of its own (projections.intake), so the
     # writer's GIL is left to the folds; off: the writer reads the log itself
     intake_process: bool = True

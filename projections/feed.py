@@ -38,7 +38,7 @@ from nats.js.errors import NotFoundError
 from mvs.errors import ProjectionError
 from projections.base import Prepared
 from projections.intake import Batch, IntakeProcess, IntakeSpec, Router, Share
-from projections.runner import ProjectionRunner, Puller, create_consumer, open_puller
+from projections.runner import BATCH, ProjectionRunner, Puller, create_consumer, open_puller
 from streams.definitions import EVENTS_STREAM
 from streams.subjects import consumer_domains, consumer_filter
 
@@ -119,7 +119,7 @@ class Feed:
         js: JetStreamContext,
         runners: Iterable[ProjectionRunner],
         *,
-        batch: int = 10000,
+        batch: int = BATCH,
         executor: Executor | None = None,
         durable: str = FEED_DURABLE,
         on_idle: Callable[[], None] | None = None,
@@ -164,7 +164,7 @@ class Feed:
             # held shares stay unacked: room for HOLD_BATCHES of them, IN_FLIGHT folding
             # and the intake's credit
             "max_ack_pending": max(
-                (HOLD_BATCHES + IN_FLIGHT + IntakeProcess.CREDIT + 2) * self.batch, 10000
+                (HOLD_BATCHES + IN_FLIGHT + IntakeProcess.CREDIT + 2) * self.batch, BATCH
             ),
         }
         if self.intake_url is None:

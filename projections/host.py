@@ -54,6 +54,7 @@ from projections.feed import Feed
 from projections.rebuild import RebuildReport, rebuild
 from projections.registry import PROJECTIONS, projection
 from projections.runner import (
+    BATCH,
     DUCKDB_MEMORY_MB,
     GC_THRESHOLD,
     DecodeCache,
@@ -87,7 +88,7 @@ class ProjectionHost:
         duckdb_path: Path | str,
         *,
         names: tuple[str, ...] | None = None,
-        batch: int = 10000,
+        batch: int = BATCH,
         serve: bool = True,
         url: str | None = None,
         fold_threads: int | None = None,

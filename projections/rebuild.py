@@ -19,7 +19,7 @@ from nats.js.errors import NotFoundError
 
 from projections.base import checksum
 from projections.registry import projection
-from projections.runner import ProjectionRunner, transaction
+from projections.runner import BATCH, ProjectionRunner, transaction
 from streams.definitions import EVENTS_STREAM
 
 __all__ = ["REBUILD_SUFFIX", "RebuildReport", "projection_checksums", "rebuild"]
@@ -89,7 +89,7 @@ async def rebuild(
     js: JetStreamContext,
     live: ProjectionRunner,
     *,
-    batch: int = 10000,
+    batch: int = BATCH,
 ) -> RebuildReport:
     """Rebuild ``live``'s projection; ``live`` must not be running (its loop halted)."""
     name = live.projection.name

@@ -66,6 +66,11 @@ _NO_HASHES = np.empty(0, dtype=np.uint64)
 GC_THRESHOLD = (100_000, 50, 1000)
 # DuckDB's memory limit for mvs.duckdb unless the config says otherwise (see open_db)
 DUCKDB_MEMORY_MB = 512
+# Events per fold unless the config says otherwise (``projections.batch``). A fold costs a
+# transaction and a few statements whatever its size: 10000 was ~1.4x the host throughput
+# of 5000; 20000 against 10000, six paired 1M catch-ups: equal or faster in five (~8% on
+# average, within this machine's noise of each), peak RSS +30 MB writer, +27 MB intake.
+BATCH = 20000
 
 # NamedTuples built per message skip their Python-level __new__ (measured 197 -> 113 ns)
 _new = tuple.__new__
@@ -287,7 +292,7 @@ class ProjectionRunner:
         db: duckdb.DuckDBPyConnection,
         js: JetStreamContext,
         *,
-        batch: int = 10000,
+        batch: int = BATCH,
         decoder: DecodeCache | None = None,
         executor: Executor | None = None,
     ) -> None:
@@ -348,7 +353,7 @@ class ProjectionRunner:
             description=f"MVS projection {self.name}",
             start_seq=self.last_seq + 1,
             filters=filters,
-            max_ack_pending=max(4 * self.batch, 10000),
+            max_ack_pending=max(4 * self.batch, BATCH),
         )
 
     async def close(self) -> None:

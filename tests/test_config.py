@@ -34,7 +34,7 @@ def test_shipped_config_has_the_13_services_and_the_plans_settings() -> None:
         "use_mvs_routing", "use_unified_memory", "use_consolidated_emotion"
     }
     assert cfg.services["AsyncProcessor"].host == "pc2"
-    assert (cfg.projections.duckdb_memory_mb, cfg.projections.batch) == (512, 10000)
+    assert (cfg.projections.duckdb_memory_mb, cfg.projections.batch) == (512, 20000)
 
 
 def test_start_order_puts_every_dependency_first() -> None:
