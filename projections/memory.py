@@ -89,18 +89,24 @@ def _live(old: Row | None, item: Item) -> Row:
 _UPDATABLE = ("content", "memory_type", "tier", "importance", "expires_at", "parent_id")
 
 
-def _updated(old: Row | None, item: Item, ctx: FoldContext) -> Row:
-    ev: m.MemoryUpdated = item.event  # type: ignore[assignment]
-    row = _live(old, item)
+def _set_updated(target: dict[str, Any], ev: m.MemoryUpdated) -> None:
+    """Set in ``target`` the fields ``ev`` carries (metadata and tags as JSON text)."""
     for name in _UPDATABLE:
         value = getattr(ev, name)
         if value is not UNSET:
-            row[name] = value
+            target[name] = value
     if ev.metadata is not UNSET:
-        row["metadata"] = dumps(ev.metadata)
-        row["metadata_raw"] = None
+        target["metadata"] = dumps(ev.metadata)
     if ev.tags is not UNSET:
-        row["tags"] = dumps(ev.tags)
+        target["tags"] = dumps(ev.tags)
+
+
+def _updated(old: Row | None, item: Item, ctx: FoldContext) -> Row:
+    ev: m.MemoryUpdated = item.event  # type: ignore[assignment]
+    row = _live(old, item)
+    _set_updated(row, ev)
+    if ev.metadata is not UNSET:
+        row["metadata_raw"] = None
     row["updated_at"] = ev.occurred_at
     return row
 
@@ -320,15 +326,8 @@ def _patches(items: list[Item]) -> dict[str, dict[str, Any]]:
             patch["last_accessed_at"] = ev.occurred_at
             continue
         patch["updated_at"] = ev.occurred_at
-        if kind is m.MemoryUpdated:  # as _updated
-            for name in _UPDATABLE:
-                value = getattr(ev, name)
-                if value is not UNSET:
-                    patch[name] = value
-            if ev.metadata is not UNSET:
-                patch["metadata"] = dumps(ev.metadata)
-            if ev.tags is not UNSET:
-                patch["tags"] = dumps(ev.tags)
+        if kind is m.MemoryUpdated:  # as _updated (metadata_raw: set_metadata in the SQL)
+            _set_updated(patch, ev)
         else:  # as _reinforced
             patch["importance"] = ev.importance
             if ev.tier is not None:
