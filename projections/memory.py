@@ -78,11 +78,20 @@ def _written(old: Row | None, item: Item, ctx: FoldContext) -> Row:
     return {name: column[0] for name, column in written_columns([item]).items()}
 
 
+def _not_live(memory_id: str, row: Row | None) -> str | None:
+    """Why an event on this memory, whose row is ``row``, is refused (None: it is live)."""
+    if row is None:
+        return f"memory {memory_id!r} does not exist"
+    if row["deleted"]:
+        return f"memory {memory_id!r} is deleted"
+    return None
+
+
 def _live(old: Row | None, item: Item) -> Row:
-    if old is None:
-        raise Invalid(f"memory {item.event.memory_id!r} does not exist")  # type: ignore[attr-defined]
-    if old["deleted"]:
-        raise Invalid(f"memory {item.event.memory_id!r} is deleted")  # type: ignore[attr-defined]
+    why = _not_live(item.event.memory_id, old)  # type: ignore[attr-defined]
+    if why is not None:
+        raise Invalid(why)
+    assert old is not None
     return dict(old)
 
 
@@ -433,10 +442,8 @@ class MemoryProjection(Projection):
             return []
         missing = [(k,) for k in patches if k not in done]
         rows = self._load(con, "memories", missing)
-        why = {
-            k: f"memory {k!r} " + ("does not exist" if rows[(k,)] is None else "is deleted")
-            for (k,) in missing
-        }
+        # the UPDATE skipped exactly the memories that are not live
+        why = {k: r for (k,) in missing if (r := _not_live(k, rows[(k,)])) is not None}
         return [(i, why[i.event.memory_id]) for i in items if i.event.memory_id in why]  # type: ignore[attr-defined]
 
     def _move_session_counts(self, con: duckdb.DuckDBPyConnection, delta: dict[str, int]) -> None:

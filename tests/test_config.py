@@ -107,3 +107,10 @@ def test_every_enabled_service_names_an_importable_service_class() -> None:
     for name in cfg.enabled_services():
         cls = load_service_class(name, cfg.services[name].module or "")
         assert cls.name == name
+
+
+def test_the_config_default_batch_is_the_projections_default() -> None:
+    from mvs.config import ProjectionsConfig
+    from projections.runner import BATCH
+
+    assert ProjectionsConfig().batch == BATCH
