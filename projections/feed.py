@@ -4,10 +4,12 @@ With a consumer per projection, every event reached the host twice (``history`` 
 them, and one domain projection) and was parsed twice in the client's read loop, which held
 the GIL for ~40% of a host's catch-up (measured on 400k mixed events). A :class:`Feed` reads
 the log once and hands each runner the messages of its subjects; the runners fold their
-share of a batch side by side in the host's fold threads, and the batch is acked only when
-every runner has committed it. Exactly-once is unchanged: each runner's rows and position
-commit in its own DuckDB transaction, a message at or below a runner's position is skipped,
-and on (re)start the consumer begins after the lowest position of all runners.
+share of a batch side by side in the host's fold threads. The feed's *floor* is the last
+sequence every runner has committed (it tells when the host is idle, and what a runner
+with nothing to fold may store as its position). Exactly-once is unchanged: each runner's
+rows and position commit in its own DuckDB transaction, a message at or below a runner's
+position is skipped, and on (re)start the consumer begins after the lowest position of all
+runners.
 
 Routing is by event domain (``mvs.evt.<domain>.<key>``), so a projection's subjects must be
 ``mvs.evt.>`` or ``mvs.evt.<domain>.>``; every projection MVS has is. The consumer has one
@@ -19,7 +21,7 @@ projection that rarely gets events.
 
 The batches come from an intake process (:mod:`projections.intake`: fetched, routed and,
 for the projections that prepare, laid out there) or, without one, from a pull consumer read
-in this process; either way the feed schedules the folds and acks here.
+in this process; either way the feed schedules the folds here.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ ADVANCE_EVERY = 50_000
 IN_FLIGHT = 3
 # a share below this fraction of a batch waits for the runner's next share (see Feed._fold)
 MIN_SHARE = 0.5
-# ... but no longer than this many batches (the unacked ones must stay below max_ack_pending)
+# ... but no longer than this many batches (a held share holds the floor back)
 HOLD_BATCHES = 4
 
 # the intake process may fail this many times in a row (no batch in between) before the
@@ -80,12 +82,12 @@ class _Local:
         self.batch = batch
 
     async def next(self, wait: bool, timeout: float) -> Batch | None:
-        msgs, ack = await self.puller.fetch(self.batch, timeout, wait=wait)
+        msgs = await self.puller.fetch(self.batch, timeout, wait=wait)
         if not msgs:
             return None
         split = self.router.split([m.subject for m in msgs])
         return Batch(
-            msgs[-1].seq, len(msgs), ack,
+            msgs[-1].seq, len(msgs),
             {
                 name: Share(msgs if pos is None else [msgs[i] for i in pos], None)
                 for name, pos in split.items()
@@ -141,9 +143,11 @@ class Feed:
         self._tails: dict[ProjectionRunner, asyncio.Future[None]] = {}
         # a runner's shares too small to be worth a fold of their own yet (see _fold)
         self._held: dict[ProjectionRunner, list[Share]] = {}
-        # (last seq, ack subject) of folded batches not acked yet, oldest first
-        self._acks: collections.deque[tuple[int, str]] = collections.deque()
+        # the last seq of folded batches above the floor, oldest first
+        self._folded: collections.deque[int] = collections.deque()
         self.start_seq = 0
+        # every message up to this seq is committed by every runner (module docstring)
+        self.floor = 0
 
     async def subscribe(self) -> None:
         """(Re)create the consumer after the lowest position of the runners and read it."""
@@ -153,6 +157,7 @@ class Feed:
                 await self.js.delete_consumer(EVENTS_STREAM, self.durable)
             return
         self.start_seq = min(r.last_seq for r in self.runners) + 1
+        self.floor = self.start_seq - 1
         every = any(d is None for d in self._domains.values())
         domains = None if every else {d for ds in self._domains.values() if ds for d in ds}
         options: dict[str, Any] = {
@@ -161,11 +166,6 @@ class Feed:
             "start_seq": self.start_seq,
             # one filter subject: the one domain's, else everything (streams.subjects)
             "filters": [consumer_filter(domains)],
-            # held shares stay unacked: room for HOLD_BATCHES of them, IN_FLIGHT folding
-            # and the intake's credit
-            "max_ack_pending": max(
-                (HOLD_BATCHES + IN_FLIGHT + IntakeProcess.CREDIT + 2) * self.batch, BATCH
-            ),
         }
         if self.intake_url is None:
             puller = await open_puller(self.js, **options)
@@ -199,35 +199,33 @@ class Feed:
             await self.js.delete_consumer(EVENTS_STREAM, self.durable)
 
     async def idle(self) -> bool:
-        """Whether everything delivered so far is folded and acked, and nothing is pending."""
+        """Whether everything delivered so far is folded, and nothing is pending."""
         try:
             ci = await self.js.consumer_info(EVENTS_STREAM, self.durable)
         except NotFoundError:
             return False
-        return (
-            ci.num_pending == 0
-            and ci.num_ack_pending == 0
-            and (ci.ack_floor.stream_seq or 0) >= (ci.delivered.stream_seq or 0)
-        )
+        return ci.num_pending == 0 and self.floor >= (ci.delivered.stream_seq or 0)
 
     async def lag(self) -> int | None:
+        """Messages of the feed's subjects not folded yet (delivered or not)."""
         try:
             ci = await self.js.consumer_info(EVENTS_STREAM, self.durable)
         except NotFoundError:
             return None
-        return int(ci.num_pending or 0) + int(ci.num_ack_pending or 0)
+        unfolded = max(0, int(ci.delivered.stream_seq or 0) - self.floor)
+        return int(ci.num_pending or 0) + unfolded
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the log until ``stop`` is set.
 
         Up to :data:`IN_FLIGHT` batches fold at once: each runner takes its shares in order,
         and one that is done with a batch starts on the next while the others finish (a
-        barrier per batch left the GIL idle a third of the time). A batch is acked once every
-        runner has committed all of it (shares held back included), newest safe batch only.
+        barrier per batch left the GIL idle a third of the time). The floor rises to a batch once
+        every runner has committed all of it (shares held back included).
         An intake process that fails is started again from the runners' positions; after
         :data:`INTAKE_RESTARTS` failures in a row the writer reads the log itself.
         """
-        inflight: collections.deque[tuple[asyncio.Future[list[None]], int, str]] = (
+        inflight: collections.deque[tuple[asyncio.Future[list[None]], int]] = (
             collections.deque()
         )
         busy = False
@@ -235,7 +233,7 @@ class Feed:
         try:
             while not stop.is_set() and self._source is not None:
                 # while batches fold or shares are held, take only what is there; before
-                # waiting for new events, fold everything and ack, so positions never lag
+                # waiting for new events, fold everything, so positions never lag
                 waited = not inflight and not self._held
                 try:
                     batch = await self._source.next(waited, self.idle_timeout)
@@ -256,42 +254,42 @@ class Feed:
                     busy = True
                     failures = 0
                 elif waited and busy and self.on_idle is not None:
-                    # everything folded and acked, nothing new: a quiet moment to tidy up
+                    # everything folded, nothing new: a quiet moment to tidy up
                     busy = False
                     await asyncio.get_running_loop().run_in_executor(self.executor, self.on_idle)
                 if batch is not None:
                     # a short batch: the log is (nearly) read, nothing is worth holding
                     flush = batch.size < self.batch
-                    inflight.append((self._fold(batch, flush=flush), batch.last_seq, batch.ack))
+                    inflight.append((self._fold(batch, flush=flush), batch.last_seq))
                 elif self._held:
-                    inflight.append((self._fold(None, flush=True), 0, ""))
+                    inflight.append((self._fold(None, flush=True), 0))
                 while inflight and (
                     inflight[0][0].done() or batch is None or len(inflight) >= IN_FLIGHT
                 ):
-                    done, last, ack = inflight.popleft()
+                    done, last = inflight.popleft()
                     await done
-                    if ack:
-                        self._acks.append((last, ack))
-                    await self._send_acks()
+                    if last:
+                        self._folded.append(last)
+                    self._raise_floor()
             if self._held:
                 await self._fold(None, flush=True)
-                await self._send_acks()
+                self._raise_floor()
         finally:
             # a failed batch fails the ones queued behind it; wait for them before leaving
-            for done, _, _ in inflight:
+            for done, _ in inflight:
                 with contextlib.suppress(Exception):
                     await done
             self._tails.clear()
 
     async def _restart(
-        self, inflight: collections.deque[tuple[asyncio.Future[list[None]], int, str]]
+        self, inflight: collections.deque[tuple[asyncio.Future[list[None]], int]]
     ) -> None:
-        """Let what is folding finish, forget the unacked rest and read again from the
+        """Let what is folding finish, forget the rest above the floor and read again from the
         runners' positions (what was not folded is delivered again)."""
         while inflight:
             await inflight.popleft()[0]
         self._held.clear()
-        self._acks.clear()
+        self._folded.clear()
         await asyncio.sleep(0.5)
         await self.subscribe()
 
@@ -314,7 +312,7 @@ class Feed:
             if share is not None and share.msgs:
                 parts.append(share)
             size = sum(len(p.msgs) for p in parts)
-            # held too long, it would hold the acks back until the consumer stalls
+            # held too long, it would hold the floor back (and its messages in memory)
             if parts and (flush or size >= least or last - parts[0].msgs[0].seq >= span):
                 whole = _joined(parts)
                 job = self._then(runner, runner.apply, whole.msgs, whole.prepared)
@@ -328,14 +326,11 @@ class Feed:
             jobs.append(job)
         return asyncio.gather(*jobs)
 
-    async def _send_acks(self) -> None:
-        """Ack the newest folded batch that no held share reaches back into."""
-        floor = min((parts[0].msgs[0].seq for parts in self._held.values()), default=None)
-        safe = ""
-        while self._acks and (floor is None or self._acks[0][0] < floor):
-            safe = self._acks.popleft()[1]
-        if safe:
-            await self.js._nc.publish(safe, b"+ACK")
+    def _raise_floor(self) -> None:
+        """The floor rises to the newest folded batch that no held share reaches back into."""
+        held = min((parts[0].msgs[0].seq for parts in self._held.values()), default=None)
+        while self._folded and (held is None or self._folded[0] < held):
+            self.floor = max(self.floor, self._folded.popleft())
 
     def _then(
         self, runner: ProjectionRunner, fn: Callable[..., None], *args: Any
@@ -356,12 +351,8 @@ class Feed:
         """Store the position of runners that folded nothing recently (on a clean stop)."""
         if self._source is None:
             return
-        # everything below the ack floor was seen by every runner
-        try:
-            ci = await self.js.consumer_info(EVENTS_STREAM, self.durable)
-        except NotFoundError:
-            return
-        floor = int(ci.ack_floor.stream_seq or 0)
+        # everything up to the floor was seen by every runner
+        floor = self.floor
         loop = asyncio.get_running_loop()
         await asyncio.gather(
             *(

@@ -14,10 +14,10 @@ A host folding every projection in one process was bound by the GIL (measured wi
   as they are, the others (or a prepared share holding a possible duplicate) by decoding
   and folding them itself, exactly as without an intake process.
 
-The intake holds no state that matters: it never acks (the writer acks a batch once every
-runner has committed it, as before) and it is started afresh at the lowest position of the
-runners whenever the feed (re)subscribes. Credit bounds what it runs ahead: it sends a batch
-only for a credit the writer grants when it takes one. A message the intake cannot decode
+The intake holds no state that matters: the positions are the runners' (in the DuckDB file)
+and it is started afresh at the lowest of them whenever the feed (re)subscribes. Credit
+bounds what it runs ahead: it sends a batch only for a credit the writer grants when it
+takes one. A message the intake cannot decode
 leaves its share unprepared: the writer decodes it again and dead-letters it with the reason.
 
 Frames on the pipes are a 16-byte header (a magic number, the length, the number of
@@ -83,11 +83,10 @@ class Share(NamedTuple):
 
 
 class Batch(NamedTuple):
-    """A fetched batch: its last sequence, its size, the subject that acks it, the shares."""
+    """A fetched batch: its last sequence, its size, the shares."""
 
     last_seq: int
     size: int
-    ack: str
     shares: dict[str, Share]
 
 
@@ -322,10 +321,10 @@ class IntakeProcess:
 
 
 def _batch(frame: tuple[Any, ...]) -> Batch:
-    _, last_seq, ack, seqs, subjects, datas, shares = frame
+    _, last_seq, seqs, subjects, datas, shares = frame
     msgs = [_new(RawMessage, m) for m in zip(seqs, subjects, datas, strict=True)]
     return Batch(
-        last_seq, len(msgs), ack,
+        last_seq, len(msgs),
         {
             name: Share(msgs if positions is None else [msgs[i] for i in positions], prepared)
             for name, (positions, prepared) in shares.items()
@@ -402,16 +401,16 @@ async def _intake(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         fetching = asyncio.ensure_future(puller.fetch(spec.batch, spec.idle_timeout))
         while True:
             await credit.acquire()
-            msgs, ack = await fetching
+            msgs = await fetching
             if not msgs:
                 _tidy()  # the log is read: a quiet moment to give memory back
             while not msgs:
-                msgs, ack = await puller.fetch(spec.batch, spec.idle_timeout)
+                msgs = await puller.fetch(spec.batch, spec.idle_timeout)
             fetching = asyncio.ensure_future(puller.fetch(spec.batch, spec.idle_timeout))
             split = router.split([m.subject for m in msgs])
             prepared = prepare_shares(msgs, split, preparing)
             frames.put((
-                "batch", msgs[-1].seq, ack,
+                "batch", msgs[-1].seq,
                 [m.seq for m in msgs], [m.subject for m in msgs], [m.data for m in msgs],
                 {name: (positions, prepared.get(name)) for name, positions in split.items()},
             ))

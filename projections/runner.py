@@ -1,10 +1,12 @@
 """One projection's consumer loop: fetch a batch, fold it, commit rows and position, ack.
 
 Exactly-once effect: the folded rows, the dead letters, the applied event ids and the
-projection's ``last_seq`` commit in ONE DuckDB transaction, and only then is the batch acked
-(``AckPolicy.ALL``: acking the last message acks the batch). On start the consumer is created
+projection's ``last_seq`` commit in ONE DuckDB transaction. On start the consumer is created
 afresh at ``last_seq + 1``, so the DuckDB file, not the consumer, is the source of truth (a
-restored backup or a deleted file simply replays from where the file stands). A message with
+restored backup or a deleted file simply replays from where the file stands). The consumer
+therefore takes no acks (``AckPolicy.NONE``): acks would only have told the server what the
+file already records, and tracking them cost nats-server about as much CPU as delivering the
+messages (measured on a 1M-event catch-up: 8.0 -> 4.0 core-seconds). A message with
 ``seq <= last_seq`` (a redelivery) is skipped; an event whose ``event_id`` was already applied
 (published twice beyond JetStream's duplicate window) is skipped too.
 
@@ -128,22 +130,19 @@ async def create_consumer(
     description: str,
     start_seq: int,
     filters: list[str],
-    max_ack_pending: int,
 ) -> None:
     """(Re)create a durable projection consumer starting at ``start_seq``.
 
-    Acks are cumulative (``AckPolicy.ALL``: acking a batch's last message acks the batch);
-    the DuckDB file, not the consumer, holds the position, so the consumer is made afresh.
+    The DuckDB file, not the consumer, holds the position, so the consumer is made afresh
+    and takes no acks (see the module docstring). What it delivers is bounded by the pull
+    requests: one batch asked for at a time.
     """
     with contextlib.suppress(NotFoundError):
         await js.delete_consumer(EVENTS_STREAM, durable)
     config = ConsumerConfig(
         durable_name=durable,
         description=description,
-        ack_policy=AckPolicy.ALL,
-        ack_wait=120.0,
-        max_ack_pending=max_ack_pending,
-        max_deliver=-1,
+        ack_policy=AckPolicy.NONE,
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else DeliverPolicy.ALL,
         opt_start_seq=start_seq if start_seq > 1 else None,
         filter_subject=filters[0] if len(filters) == 1 else None,
@@ -159,12 +158,10 @@ async def open_puller(
     description: str,
     start_seq: int,
     filters: list[str],
-    max_ack_pending: int,
 ) -> Puller:
     """:func:`create_consumer`, and a :class:`Puller` bound to it."""
     await create_consumer(
-        js, durable=durable, description=description, start_seq=start_seq, filters=filters,
-        max_ack_pending=max_ack_pending,
+        js, durable=durable, description=description, start_seq=start_seq, filters=filters
     )
     # the JetStream context carries its client; pull requests go through it directly
     nc = js._nc
@@ -236,7 +233,6 @@ class Puller:
         self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self.inbox = nc.new_inbox()
         self.buf: list[RawMessage] = []
-        self.replies: list[bytes] = []  # the ack subject of each message in ``buf``
         self.want = 0
         self.ended = asyncio.Event()
         self.sub: RawSubscription | None = None
@@ -255,7 +251,6 @@ class Puller:
             self.ended.set()
             return
         self.buf.append(_new(RawMessage, (stream_seq(reply), subject.decode(), data)))
-        self.replies.append(reply)
         if len(self.buf) >= self.want:
             self.ended.set()
 
@@ -266,21 +261,16 @@ class Puller:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ended.wait(), wait)
 
-    async def fetch(
-        self, batch: int, timeout: float, *, wait: bool = True
-    ) -> tuple[list[RawMessage], str]:
-        """Up to ``batch`` messages and the ack subject of the last one."""
+    async def fetch(self, batch: int, timeout: float, *, wait: bool = True) -> list[RawMessage]:
+        """Up to ``batch`` messages (none: nothing came within ``timeout``, or at once
+        unless ``wait``)."""
         if not self.buf:
             await self._request({"batch": batch, "no_wait": True}, batch, 10.0)
         if not self.buf and wait:
             expires = int(timeout * 1e9)
             await self._request({"batch": 1, "expires": expires}, 1, timeout + 1.0)
-        if not self.buf:
-            return [], ""
         out, self.buf = self.buf[:batch], self.buf[batch:]
-        last = self.replies[len(out) - 1].decode()
-        del self.replies[: len(out)]
-        return out, last
+        return out
 
 
 class ProjectionRunner:
@@ -335,8 +325,9 @@ class ProjectionRunner:
         self.projection.reset_filters()
         self.applied.reset()
 
-    async def subscribe(self) -> None:
-        """(Re)create the durable consumer at ``last_seq + 1`` and bind to it."""
+    async def subscribe(self, start_seq: int | None = None) -> None:
+        """(Re)create the durable consumer at ``last_seq + 1`` (or ``start_seq``: what it
+        delivers again at or below the position is skipped) and bind to it."""
         subjects = list(self.projection.subjects)
         # one filter subject (several make nats-server slow, see streams.subjects): a
         # projection of several domains reads every event and skips the others in apply()
@@ -351,9 +342,8 @@ class ProjectionRunner:
             self.js,
             durable=self.durable,
             description=f"MVS projection {self.name}",
-            start_seq=self.last_seq + 1,
+            start_seq=self.last_seq + 1 if start_seq is None else start_seq,
             filters=filters,
-            max_ack_pending=max(4 * self.batch, BATCH),
         )
 
     async def close(self) -> None:
@@ -361,23 +351,16 @@ class ProjectionRunner:
             await self._puller.stop()
             self._puller = None
 
-    async def fetch(
-        self, timeout: float, *, wait: bool = True
-    ) -> tuple[list[RawMessage], str]:
-        """The next batch (empty when caught up) and the subject that acks it."""
+    async def fetch(self, timeout: float, *, wait: bool = True) -> list[RawMessage]:
+        """The next batch (empty when caught up)."""
         assert self._puller is not None, "subscribe() first"
         return await self._puller.fetch(self.batch, timeout, wait=wait)
 
-    async def ack(self, ack_subject: str) -> None:
-        """Ack a folded batch (``AckPolicy.ALL``: its last message acks the batch)."""
-        await self.js._nc.publish(ack_subject, b"+ACK")
-
     async def step(self, timeout: float = 0.5) -> int:
-        """Fetch, fold and ack one batch; the number of messages fetched (0: caught up)."""
-        msgs, ack = await self.fetch(timeout)
+        """Fetch and fold one batch; the number of messages fetched (0: caught up)."""
+        msgs = await self.fetch(timeout)
         if msgs:
             await self._in_thread(msgs)
-            await self.ack(ack)
         return len(msgs)
 
     async def drain(self, timeout: float = 0.3) -> None:
@@ -392,24 +375,20 @@ class ProjectionRunner:
         The next batch is fetched while the previous one folds in a worker thread.
         """
         inflight: asyncio.Future[None] | None = None
-        pending_ack = ""
         while not stop.is_set():
             # While a batch folds, only take what is already there; before waiting for new
-            # events, finish the fold and ack it, so position and acks never lag.
+            # events, finish the fold, so the position never lags.
             waited = inflight is None
-            msgs, ack = await self.fetch(idle_timeout, wait=waited)
+            msgs = await self.fetch(idle_timeout, wait=waited)
             if inflight is not None:
                 await inflight
-                await self.ack(pending_ack)
                 inflight = None
             if msgs:
-                pending_ack = ack
                 inflight = asyncio.ensure_future(self._in_thread(msgs))
             elif until_idle and waited:
                 break
         if inflight is not None:
             await inflight
-            await self.ack(pending_ack)
 
     async def _in_thread(self, msgs: list[RawMessage]) -> None:
         await asyncio.get_running_loop().run_in_executor(self.executor, self.apply, msgs)
