@@ -10,10 +10,10 @@ work done with the message (measured: a pull consumer's intake went from ~125k t
   ``(subject, reply, data, headers)`` as bytes for every message of that subscription,
   straight from the protocol parser: no ``Msg``, no header parsing, no queue, no task switch.
   Status messages (``NATS/1.0 404 ...`` with no data) reach the sink too, headers unparsed.
-* The protocol parser reads ``MSG``/``HMSG`` control lines with ``find`` and ``split``
-  instead of two regular expressions per message, and hands a run of complete messages for
-  sinks over in one pass; every other operation (``PING``, ``INFO``, ``-ERR`` ...) goes to
-  nats-py's own parser, one line at a time.
+* The protocol parser hands a run of complete messages for sinks over in one pass, each
+  control line read by one regular expression (the line's tokens at once: 2.6 against 3.2
+  us per message with ``find``, ``split`` and a helper); every other operation (``PING``,
+  ``INFO``, ``-ERR`` ...) goes to nats-py's own parser, one line at a time.
 
 This leans on two private seams of nats-py (``Client._ps``/``_process_msg`` and the
 parser's state fields), which is why ``pyproject.toml`` pins nats-py to one version;
@@ -23,6 +23,7 @@ parser's state fields), which is why ``pyproject.toml`` pins nats-py to one vers
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 
 from nats.aio.client import Client
@@ -40,6 +41,11 @@ RawSink = Callable[[bytes, bytes, bytes, bytes | None], None]
 _HMSG = b"HMSG "
 _MSG = b"MSG "
 _CRLF = b"\r\n"
+# a whole control line of a message: ``MSG <subject> <sid> [reply] <size>`` or
+# ``HMSG <subject> <sid> [reply] <header size> <size>``; groups (H, subject, sid, reply or
+# HMSG's header size, HMSG's header size or None, size). Anything else (another operation,
+# a malformed or unfinished line) does not match: the general loop takes it.
+_MSG_LINE = re.compile(rb"(H?)MSG ([^ \r\n]+) ([0-9]+) (?:([^ \r\n]+) )?(?:([0-9]+) )?([0-9]+)\r\n")
 
 
 class RawSubscription:
@@ -113,36 +119,49 @@ class _FastParser(_p.Parser):
         """
         buf = self.buf
         sinks = self.nc._raw_sinks
-        stats = self.nc.stats
+        match = _MSG_LINE.match
         view = memoryview(buf)
         size = len(buf)
         pos = 0
         delivered = 0
+        received = 0
         try:
             while pos < size:
-                if not (buf.startswith(_HMSG, pos) or buf.startswith(_MSG, pos)):
+                m = match(buf, pos)
+                if m is None:
                     break
-                end = buf.find(_CRLF, pos)
-                if end < 0:
+                headers, subject, sid, reply, hn, total = m.groups()
+                sink = sinks.get(int(sid))
+                start = m.end()
+                end = start + int(total)
+                if sink is None or end + 2 > size:
                     break
-                args = _msg_args(bytes(buf[pos:end]).split())
-                if args is None:
-                    break  # the general loop raises the protocol error
-                subject, sid, reply, hn, total = args
-                sink = sinks.get(sid)
-                start = end + 2
-                if sink is None or start + total + 2 > size:
-                    break
-                hdr = bytes(view[start : start + hn]) if hn else None
-                payload = bytes(view[start + hn : start + total])
-                pos = start + total + 2
+                if headers:
+                    if hn is None:  # no reply: the token taken for it is the header size
+                        hn, reply = reply, None
+                    if hn is None:
+                        break  # the general loop raises the protocol error
+                    split = start + int(hn)
+                    hdr: bytes | None = bytes(view[start:split])
+                    data = bytes(view[split:end])
+                elif hn is not None:
+                    break  # a MSG line with one token too many: likewise
+                else:
+                    hdr = None
+                    data = bytes(view[start:end])
+                pos = end + 2
                 delivered += 1
-                stats["in_bytes"] += total - hn
-                _deliver(sink, sid, subject, reply, payload, hdr)
+                received += len(data)
+                try:
+                    sink(subject, reply or b"", data, hdr)
+                except Exception:  # a sink's bug must not stop the client's read loop
+                    _log.exception("raw sink of subscription %s failed", sid.decode())
         finally:
             view.release()
         if pos:
+            stats = self.nc.stats
             stats["in_msgs"] += delivered
+            stats["in_bytes"] += received
             del buf[:pos]
 
     def _message_args(self, parts: list[bytes]) -> None:

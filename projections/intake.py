@@ -143,27 +143,59 @@ def prepare_shares(
     Every event is decoded once for all of them. A share with an undecodable event, or whose
     ``prepare`` fails, is left unprepared: the writer folds it the ordinary way.
     """
-    decoded: dict[int, Any] = {}
+    wanted = {name: split.get(name, []) for name in projections}
+    if not any(positions is None or positions for positions in wanted.values()):
+        return {}
+    # one Item per message any of them takes, shared by their shares
+    if any(positions is None for positions in wanted.values()):
+        picked: list[int] | None = None
+        chosen = msgs
+    else:
+        picked = sorted({i for positions in wanted.values() if positions for i in positions})
+        chosen = [msgs[i] for i in picked]
+    events, bad = _decode_all(chosen)
+    made = [
+        _new(Item, (seq, subject, event, data))
+        for (seq, subject, data), event in zip(chosen, events, strict=True)
+    ]
+    if picked is not None:
+        bad = {picked[i] for i in bad}
+    items: list[Item] | dict[int, Item] = (
+        made if picked is None else dict(zip(picked, made, strict=True))
+    )
     out: dict[str, Prepared | None] = {}
     for name, proj in projections.items():
-        positions = split.get(name, [])
-        picked = range(len(msgs)) if positions is None else positions
-        if not picked:
+        positions = wanted[name]
+        if positions is not None and not positions:
             continue
-        items = []
+        if bad and (positions is None or not bad.isdisjoint(positions)):
+            out[name] = None  # the writer finds the message at fault and dead-letters it
+            continue
+        share = made if positions is None else [items[i] for i in positions]
         try:
-            for i in picked:
-                event = decoded.get(i)
-                if event is None:
-                    m = msgs[i]
-                    event = decoded[i] = decode_event(m.data)
-                items.append(_new(Item, (msgs[i].seq, msgs[i].subject, event, msgs[i].data)))
-            ids = [item.event.event_id for item in items] if proj.dedup else []
-            out[name] = Prepared(ids, proj.prepare(items))
-        except Exception as exc:  # the writer finds the message at fault and dead-letters it
+            ids = [item.event.event_id for item in share] if proj.dedup else []
+            out[name] = Prepared(ids, proj.prepare(share))
+        except Exception as exc:  # likewise
             log.debug("share of %s left unprepared: %s", name, exc)
             out[name] = None
     return out
+
+
+def _decode_all(msgs: list[RawMessage]) -> tuple[list[Any], set[int]]:
+    """Each message's event (None where it does not decode), and where it does not."""
+    try:
+        return [decode_event(m.data) for m in msgs], set()
+    except Exception:
+        pass
+    events: list[Any] = []
+    bad: set[int] = set()
+    for i, m in enumerate(msgs):
+        try:
+            events.append(decode_event(m.data))
+        except Exception:
+            events.append(None)
+            bad.add(i)
+    return events, bad
 
 
 def write_frame(out: IO[bytes], obj: Any) -> None:
@@ -407,11 +439,11 @@ async def _intake(stdin: IO[bytes], stdout: IO[bytes]) -> None:
             while not msgs:
                 msgs = await puller.fetch(spec.batch, spec.idle_timeout)
             fetching = asyncio.ensure_future(puller.fetch(spec.batch, spec.idle_timeout))
-            split = router.split([m.subject for m in msgs])
+            seqs, subjects, datas = zip(*msgs, strict=True)
+            split = router.split(subjects)
             prepared = prepare_shares(msgs, split, preparing)
             frames.put((
-                "batch", msgs[-1].seq,
-                [m.seq for m in msgs], [m.subject for m in msgs], [m.data for m in msgs],
+                "batch", msgs[-1].seq, seqs, subjects, datas,
                 {name: (positions, prepared.get(name)) for name, positions in split.items()},
             ))
 
