@@ -294,7 +294,16 @@ UPDATE <memories> AS t SET
     last_seq = p.last_seq
 FROM _mvs_patches p
 WHERE t.memory_id = p.memory_id AND t.deleted IS NOT TRUE
-RETURNING t.memory_id
+"""
+# the patched memories that are not live (after the UPDATE, which does not change that):
+# asked only when the UPDATE changed fewer rows than there are patched memories. DuckDB's
+# ``UPDATE ... RETURNING`` took 100-280 ms for 6k patches of a 110k-row table, against
+# 11-16 ms for the UPDATE alone (measured).
+_NOT_LIVE_SQL = """
+SELECT p.memory_id FROM _mvs_patches p
+WHERE NOT EXISTS (
+    SELECT 1 FROM <memories> t WHERE t.memory_id = p.memory_id AND t.deleted IS NOT TRUE
+)
 """
 
 
@@ -432,15 +441,16 @@ class MemoryProjection(Projection):
         """Apply the patch events of memories only patched in this batch; refuse those of
         memories that do not exist or are deleted (as :func:`_live` does)."""
         patches = _patches(items)
+        memories = self.t("memories")
         con.register("_mvs_patches", _patch_table(patches))
         try:
-            sql = _PATCH_SQL.replace("<memories>", self.t("memories"))
-            done = {row[0] for row in con.execute(sql).fetchall()}
+            (changed,) = con.execute(_PATCH_SQL.replace("<memories>", memories)).fetchall()[0]
+            if changed == len(patches):
+                return []
+            sql = _NOT_LIVE_SQL.replace("<memories>", memories)
+            missing = [(row[0],) for row in con.execute(sql).fetchall()]
         finally:
             con.unregister("_mvs_patches")
-        if len(done) == len(patches):
-            return []
-        missing = [(k,) for k in patches if k not in done]
         rows = self._load(con, "memories", missing)
         # the UPDATE skipped exactly the memories that are not live
         why = {k: r for (k,) in missing if (r := _not_live(k, rows[(k,)])) is not None}
