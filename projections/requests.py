@@ -4,9 +4,10 @@ Events of one request may come from several services; any of them creates the ro
 sets only its own columns, so the order of arrival does not lose information.
 
 The handlers below define the fold event by event; :meth:`RequestsProjection.fold` computes
-the same rows set-based: Python lays the batch out as columns, and one SQL statement groups
-it by request (last writer by stream sequence per column group), merges it with the stored
-rows and upserts the result (``tests/test_projections.py`` checks both give equal tables).
+the same rows set-based: ``prepare`` nets the batch out per request (a row each: every
+column group from its last event that sets it, and whether one does), and one SQL statement
+merges those rows with the stored rows of the same requests and the result is upserted
+(``tests/test_projections.py`` checks both give equal tables).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from projections.base import (
     Append,
@@ -112,20 +114,28 @@ class GenericRequestsProjection(Projection):
     }
 
 
-_RECEIVED, _ROUTED, _STAGE, _COMPLETED = 0, 1, 2, 3
-_KINDS: dict[type[Event], int] = {
-    rq.RequestReceived: _RECEIVED,
-    rq.RequestRouted: _ROUTED,
-    rq.RequestStageCompleted: _STAGE,
-    rq.RequestCompleted: _COMPLETED,
-}
+# Per request of a batch, the net effect of its events laid out by prepare (a row per
+# request): each column group from the last event that sets it, a flag for whether any
+# does, and the stage count. ``route`` follows _request: set by a routing, or by a
+# completion unless that says "none" while a route is known, so a "none" counts only when
+# neither the batch nor the stored row has a route.
 _BATCH_SCHEMA = pa.schema([
-    ("seq", pa.uint64()), ("request_id", pa.string()), ("ev", pa.int8()),
-    ("kind", pa.string()), ("session_id", pa.string()), ("user_id", pa.string()),
-    ("priority", pa.int64()), ("task_type", pa.string()), ("route", pa.string()),
-    ("fallback_from", pa.string()), ("reason", pa.string()), ("outcome", pa.string()),
-    ("latency_ms", pa.float64()), ("error", pa.string()), ("occurred_at", pa.float64()),
+    ("request_id", pa.string()), ("last_seq", pa.uint64()),
+    ("has_recv", pa.bool_()), ("kind", pa.string()), ("session_id", pa.string()),
+    ("user_id", pa.string()), ("priority", pa.int64()), ("received_at", pa.float64()),
+    ("has_task", pa.bool_()), ("task_type", pa.string()),
+    ("has_routed", pa.bool_()), ("fallback_from", pa.string()), ("route_reason", pa.string()),
+    ("routed_at", pa.float64()),
+    ("has_route", pa.bool_()), ("route", pa.string()), ("none_route", pa.bool_()),
+    ("stages", pa.int64()),
+    ("has_done", pa.bool_()), ("outcome", pa.string()), ("latency_ms", pa.float64()),
+    ("completed_at", pa.float64()), ("error", pa.string()),
 ])
+# positions in a row of _BATCH_SCHEMA
+_LAST, _RECV, _TASK, _ROUTED, _ROUTE, _NONE, _STAGES, _DONE = 1, 2, 8, 10, 14, 16, 17, 18
+_ROW = tuple(
+    False if f.type == pa.bool_() else 0 if f.name == "stages" else None for f in _BATCH_SCHEMA
+)
 
 # the rows of ``request_stages`` (requests.sql), as laid out by prepare
 _STAGE_SCHEMA = pa.schema([
@@ -134,38 +144,54 @@ _STAGE_SCHEMA = pa.schema([
     ("seq", pa.uint64()), ("last_seq", pa.uint64()),
 ])
 
-# Per request of the batch: each column group from the last event (by seq) that sets it
-# (arg_max_null: a NULL it sets counts), merged with the stored row. ``route`` follows
-# _request: set by a routing, or by a completion unless that says "none" while a route is
-# known, so a "none" counts only when neither the batch nor the stored row has a route.
+
+def _net(items: list[Item]) -> tuple[pa.Table, list[Item]]:
+    """The batch's net effect per request (a row of _BATCH_SCHEMA each, in the order the
+    batch first names them) and its stage events.
+
+    Folded in Python, event by event in stream order, where DuckDB's per-column
+    ``arg_max ... FILTER`` aggregates took ~1.5 us per event (measured on 13.5k request
+    events: 21 ms against 2.3 ms for a plain GROUP BY).
+    """
+    rows: dict[str, list[Any]] = {}
+    stages: list[Item] = []
+    for item in items:
+        ev: Any = item.event
+        row = rows.get(ev.request_id)
+        if row is None:
+            row = rows[ev.request_id] = [ev.request_id, *_ROW[1:]]
+        row[_LAST] = item.seq
+        kind = type(ev)
+        if kind is rq.RequestStageCompleted:
+            row[_STAGES] += 1
+            stages.append(item)
+        elif kind is rq.RequestReceived:
+            row[_RECV:_TASK] = (
+                True, ev.kind, ev.session_id, ev.user_id, ev.priority, ev.occurred_at
+            )
+            if ev.task_type is not None:
+                row[_TASK:_ROUTED] = (True, ev.task_type)
+        elif kind is rq.RequestRouted:
+            row[_TASK:_ROUTED] = (True, ev.task_type)
+            row[_ROUTED:_ROUTE] = (True, ev.fallback_from, ev.reason, ev.occurred_at)
+            row[_ROUTE:_NONE] = (True, ev.route)
+        else:
+            row[_DONE:] = (True, ev.outcome, ev.latency_ms, ev.occurred_at, ev.error)
+            if ev.route != "none":
+                row[_ROUTE:_NONE] = (True, ev.route)
+            else:
+                row[_NONE] = True
+    columns = zip(*rows.values(), strict=True) if rows else ([] for _ in _BATCH_SCHEMA)
+    table = pa.Table.from_arrays(
+        [pa.array(c, f.type) for c, f in zip(columns, _BATCH_SCHEMA, strict=True)],
+        schema=_BATCH_SCHEMA,
+    )
+    return table, stages
+
+
+# The batch's rows merged with the stored rows of the same requests (<stored>: those that
+# may exist; a new request's columns are the batch's alone).
 _MERGE = """
-WITH b AS (SELECT * FROM _mvs_requests),
-g AS (
-    SELECT request_id, max(seq) AS last_seq,
-        bool_or(ev = 0) AS has_recv,
-        arg_max_null(kind, seq) FILTER (WHERE ev = 0) AS kind,
-        arg_max_null(session_id, seq) FILTER (WHERE ev = 0) AS session_id,
-        arg_max_null(user_id, seq) FILTER (WHERE ev = 0) AS user_id,
-        arg_max_null(priority, seq) FILTER (WHERE ev = 0) AS priority,
-        arg_max_null(occurred_at, seq) FILTER (WHERE ev = 0) AS received_at,
-        bool_or(ev = 1 OR (ev = 0 AND task_type IS NOT NULL)) AS has_task,
-        arg_max_null(task_type, seq)
-            FILTER (WHERE ev = 1 OR (ev = 0 AND task_type IS NOT NULL)) AS task_type,
-        bool_or(ev = 1) AS has_routed,
-        arg_max_null(fallback_from, seq) FILTER (WHERE ev = 1) AS fallback_from,
-        arg_max_null(reason, seq) FILTER (WHERE ev = 1) AS route_reason,
-        arg_max_null(occurred_at, seq) FILTER (WHERE ev = 1) AS routed_at,
-        bool_or(ev = 1 OR (ev = 3 AND route <> 'none')) AS has_route,
-        arg_max_null(route, seq) FILTER (WHERE ev = 1 OR (ev = 3 AND route <> 'none')) AS route,
-        bool_or(ev = 3 AND route = 'none') AS none_route,
-        count(*) FILTER (WHERE ev = 2) AS stages,
-        bool_or(ev = 3) AS has_done,
-        arg_max_null(outcome, seq) FILTER (WHERE ev = 3) AS outcome,
-        arg_max_null(latency_ms, seq) FILTER (WHERE ev = 3) AS latency_ms,
-        arg_max_null(occurred_at, seq) FILTER (WHERE ev = 3) AS completed_at,
-        arg_max_null(error, seq) FILTER (WHERE ev = 3) AS error
-    FROM b GROUP BY request_id
-)
 SELECT g.request_id,
     CASE WHEN g.has_recv THEN g.kind ELSE r.kind END AS kind,
     CASE WHEN g.has_recv THEN g.session_id ELSE r.session_id END AS session_id,
@@ -185,48 +211,8 @@ SELECT g.request_id,
     CASE WHEN g.has_done THEN g.error ELSE r.error END AS error,
     coalesce(r.stages, 0) + g.stages AS stages,
     g.last_seq
-FROM g LEFT JOIN <stored> r ON r.request_id = g.request_id
+FROM _mvs_requests g LEFT JOIN <stored> r ON r.request_id = g.request_id
 """
-
-
-# the columns of _BATCH_SCHEMA (named after the event fields) each kind of event sets, beyond
-# seq, request_id, ev and occurred_at; the others are NULL for that kind
-_SETS: tuple[frozenset[str], ...] = (
-    frozenset({"kind", "session_id", "user_id", "priority", "task_type"}),
-    frozenset({"task_type", "route", "fallback_from", "reason"}),
-    frozenset(),
-    frozenset({"route", "outcome", "latency_ms", "error"}),
-)
-
-
-def _layout(kind: int, items: list[Item]) -> pa.Table:
-    """The rows of ``_mvs_requests`` for events of one kind, built column by column.
-
-    Row order does not matter to ``_MERGE`` (it orders by seq), so a batch is laid out kind
-    by kind: a comprehension per column instead of a dozen appends per event (measured:
-    the layout went from ~3 to ~1 us per event).
-    """
-    n = len(items)
-    events: list[Any] = [item.event for item in items]
-    sets = _SETS[kind]
-    columns = []
-    for field in _BATCH_SCHEMA:
-        name = field.name
-        if name == "seq":
-            values: Any = [item.seq for item in items]
-        elif name == "request_id":
-            values = [ev.request_id for ev in events]
-        elif name == "ev":
-            values = [kind] * n
-        elif name == "occurred_at":
-            values = [ev.occurred_at for ev in events]
-        elif name in sets:
-            values = [getattr(ev, name) for ev in events]
-        else:
-            columns.append(pa.nulls(n, field.type))
-            continue
-        columns.append(pa.array(values, field.type))
-    return pa.Table.from_arrays(columns, schema=_BATCH_SCHEMA)
 
 
 class RequestsProjection(GenericRequestsProjection):
@@ -241,15 +227,11 @@ class RequestsProjection(GenericRequestsProjection):
     prepares = True
 
     def prepare(self, items: list[Item]) -> dict[str, pa.Table]:
-        groups: tuple[list[Item], ...] = ([], [], [], [])
-        kinds = _KINDS
-        for item in items:
-            groups[kinds[type(item.event)]].append(item)
-        batch = pa.concat_tables(
-            [_layout(k, group) for k, group in enumerate(groups) if group]
-        )
-        stages = pa.Table.from_pydict(_stage_columns(groups[_STAGE]), schema=_STAGE_SCHEMA)
-        return {"batch": batch, "stages": stages}
+        batch, stages = _net(items)
+        return {
+            "batch": batch,
+            "stages": pa.Table.from_pydict(_stage_columns(stages), schema=_STAGE_SCHEMA),
+        }
 
     def fold(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> list[tuple[Item, str]]:
         self.fold_prepared(con, self.prepare(items))
@@ -257,33 +239,51 @@ class RequestsProjection(GenericRequestsProjection):
 
     def fold_prepared(self, con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
         batch = tables["batch"]
-        rid = batch.column("request_id").to_pylist()
+        keys = batch.column("request_id").to_pylist()
+        if len(set(keys)) == len(keys):
+            self._merge(con, batch, keys)
+        else:
+            # consecutive shares laid out one by one and combined (Prepared.combine): a
+            # request may have a row in each, in order; merged a round at a time
+            nth: dict[str, int] = {}
+            rounds = []
+            for k in keys:
+                nth[k] = nth.get(k, -1) + 1
+                rounds.append(nth[k])
+            column = pa.array(rounds, pa.int32())
+            for n in range(max(rounds) + 1):
+                part = batch.filter(pc.equal(column, n))
+                self._merge(con, part, part.column("request_id").to_pylist())
+        insert_arrow(con, self.t("request_stages"), tables["stages"])
+
+    def _merge(self, con: duckdb.DuckDBPyConnection, batch: pa.Table, keys: list[str]) -> None:
+        """Upsert the rows of ``batch`` (one per request) merged with the stored ones."""
         table = self.t("requests")
-        keys = list(dict.fromkeys(rid))
         f = self.filters["requests"]
         if not f.loaded:
             f.load(con, table)
-        hashes = f.hashes(con, [(k,) for k in keys])
+        hashes = f.hash_columns(con, [keys])
         maybe = f.maybe(hashes)
         stored = [(k,) for k, m in zip(keys, maybe.tolist(), strict=True) if m]
-        indexed = by_index(("request_id",), stored)
-        values: list[Any] = []
-        if not stored:
-            source = f"(SELECT * FROM {table} WHERE false)"
-        elif indexed is not None:
-            source = f"(SELECT * FROM {table} WHERE {indexed[0]})"
-            values = indexed[1]
-        else:
-            source = table
         con.register("_mvs_requests", batch)
         try:
-            sql = _MERGE.replace("<stored>", source)
-            merged = con.sql(sql, params=values or None).to_arrow_table()
+            if not stored:  # all new: straight in
+                sql = _MERGE.replace("<stored>", f"(SELECT * FROM {table} WHERE false)")
+                con.execute(f"INSERT INTO {table} BY NAME {sql}")
+                f.add(hashes)
+                return
+            indexed = by_index(("request_id",), stored)
+            if indexed is not None:
+                source = f"(SELECT * FROM {table} WHERE {indexed[0]})"
+                sql = _MERGE.replace("<stored>", source)
+                merged = con.sql(sql, params=indexed[1]).to_arrow_table()
+            else:
+                merged = con.sql(_MERGE.replace("<stored>", table)).to_arrow_table()
         finally:
             con.unregister("_mvs_requests")
         if indexed is not None:
             con.execute(f"DELETE FROM {table} WHERE {indexed[0]}", indexed[1])
-        elif stored:
+        else:
             con.register("_mvs_keys", pa.table({"request_id": [k for (k,) in stored]}))
             try:
                 con.execute(
@@ -291,10 +291,5 @@ class RequestsProjection(GenericRequestsProjection):
                 )
             finally:
                 con.unregister("_mvs_keys")
-        con.register("_mvs_merged", merged)
-        try:
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _mvs_merged")
-        finally:
-            con.unregister("_mvs_merged")
+        insert_arrow(con, table, merged)
         f.add(hashes[~maybe])
-        insert_arrow(con, self.t("request_stages"), tables["stages"])

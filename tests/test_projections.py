@@ -432,21 +432,34 @@ def test_set_based_requests_fold_equals_the_event_by_event_fold(
 
 
 def _fold_requests_both_ways(events: list[Event], data: st.DataObject) -> list[Any]:
+    """Fold ``events`` in batches (cut anywhere) set-based and event by event. A batch of the
+    set-based fold may be several shares laid out one by one and combined, as the feed
+    combines a runner's held shares (a request then has a row in each)."""
+    from projections.base import Prepared
     from projections.requests import GenericRequestsProjection, RequestsProjection
 
     items = [Item(i + 1, subject_of(e), e, b"") for i, e in enumerate(events)]
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(items)), max_size=3), label="cuts"))
-    parts = [items[a:b] for a, b in zip([0, *cuts], [*cuts, len(items)], strict=True)]
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(items)), max_size=4), label="cuts"))
+    shares = [items[a:b] for a, b in zip([0, *cuts], [*cuts, len(items)], strict=True)]
+    batches: list[list[list[Item]]] = []
+    for share in filter(None, shares):
+        if batches and data.draw(st.booleans(), label="combined with the one before"):
+            batches[-1].append(share)
+        else:
+            batches.append([share])
     tables = []
     for cls in (RequestsProjection, GenericRequestsProjection):
         con = duckdb.connect(":memory:")
         proj = cls()
         proj.create_schema(con)
-        for part in parts:
-            if part:
-                con.execute("BEGIN TRANSACTION")
-                proj.fold(con, part)
-                con.execute("COMMIT")
+        for batch in batches:
+            con.execute("BEGIN TRANSACTION")
+            if isinstance(proj, RequestsProjection):
+                laid = [Prepared([], proj.prepare(share)) for share in batch]
+                proj.fold_prepared(con, Prepared.combine(laid).tables)
+            else:
+                proj.fold(con, [item for share in batch for item in share])
+            con.execute("COMMIT")
         tables.append([
             sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
             for t in ("requests", "request_stages")
