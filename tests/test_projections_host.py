@@ -248,12 +248,13 @@ def test_a_projection_finer_than_a_domain_is_refused_by_the_feed() -> None:
         Feed(None, [runner])  # type: ignore[arg-type]
 
 
-def test_small_shares_are_held_back_then_folded_and_acked_in_full(
+def test_small_shares_are_held_back_then_folded_in_full_below_the_floor(
     nats_url: str, tmp_path: Path
 ) -> None:
     """With batches of 10, a request among 99 memories is a share too small for a fold of
-    its own: it waits for the next share (or the end of the log), and no batch it falls in is
-    acked before it is folded; every event still lands, and a restart resumes cleanly."""
+    its own: it waits for the next share (or the end of the log), and the feed's floor does not
+    rise past a batch it falls in before it is folded; every event still lands, the lag counts
+    what is above the floor, and a restart resumes cleanly."""
     events: list[Event] = []
     for i in range(99):
         events.append(m.MemoryWritten(memory_id=f"m{i}", content="x"))
@@ -276,6 +277,13 @@ def test_small_shares_are_held_back_then_folded_and_acked_in_full(
             assert host.feed is not None and await host.feed.idle()
             ci = await js.consumer_info("MVS_EVENTS", "proj_feed")
             assert host.feed.floor == ci.delivered.stream_seq == len(events)
+            # the lag: nothing pending and everything delivered folded; messages delivered
+            # above the floor (not folded by every projection yet) count
+            assert {s.lag for s in await host.status()} == {0}
+            host.feed.floor -= 5
+            assert {s.lag for s in await host.status()} == {5}
+            assert not await host.feed.idle()
+            host.feed.floor += 5
             assert host.query("SELECT 1")  # the host still answers
             assert host.db is not None
             rows = host.db.execute("SELECT request_id FROM requests ORDER BY 1").fetchall()
