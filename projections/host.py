@@ -273,8 +273,8 @@ class ProjectionHost:
         """(the last seq projection ``name`` applied, whether nothing is left for it to fold).
 
         A projection sees only its subjects, so its position can stay below the stream's:
-        it is caught up when the feed has nothing pending and nothing unacknowledged (acks
-        follow the commits).
+        it is caught up when the feed has nothing pending and every delivered message is
+        folded (the feed's floor has reached the last one delivered).
         """
         runner = self.runners.get(name)
         if runner is None:
