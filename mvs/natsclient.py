@@ -130,8 +130,9 @@ class _FastParser(_p.Parser):
                 m = match(buf, pos)
                 if m is None:
                     break
-                headers, subject, sid, reply, hn, total = m.groups()
-                sink = sinks.get(int(sid))
+                headers, subject, token, reply, hn, total = m.groups()
+                sid = int(token)
+                sink = sinks.get(sid)
                 start = m.end()
                 end = start + int(total)
                 if sink is None or end + 2 > size:
@@ -152,10 +153,7 @@ class _FastParser(_p.Parser):
                 pos = end + 2
                 delivered += 1
                 received += len(data)
-                try:
-                    sink(subject, reply or b"", data, hdr)
-                except Exception:  # a sink's bug must not stop the client's read loop
-                    _log.exception("raw sink of subscription %s failed", sid.decode())
+                _deliver(sink, sid, subject, reply or b"", data, hdr)
         finally:
             view.release()
         if pos:

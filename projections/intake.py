@@ -17,8 +17,8 @@ A host folding every projection in one process was bound by the GIL (measured wi
 The intake holds no state that matters: the positions are the runners' (in the DuckDB file)
 and it is started afresh at the lowest of them whenever the feed (re)subscribes. Credit
 bounds what it runs ahead: it sends a batch only for a credit the writer grants when it
-takes one. A message the intake cannot decode
-leaves its share unprepared: the writer decodes it again and dead-letters it with the reason.
+takes one. A message the intake cannot decode leaves its share unprepared: the writer
+decodes it again and dead-letters it with the reason.
 
 Frames on the pipes are a 16-byte header (a magic number, the length, the number of
 out-of-band buffers), a pickle and its buffers (Arrow's, not copied into it): the spec,

@@ -1,4 +1,4 @@
-"""One projection's consumer loop: fetch a batch, fold it, commit rows and position, ack.
+"""One projection's consumer loop: fetch a batch, fold it, commit rows and position.
 
 Exactly-once effect: the folded rows, the dead letters, the applied event ids and the
 projection's ``last_seq`` commit in ONE DuckDB transaction. On start the consumer is created
