@@ -14,6 +14,12 @@ work done with the message (measured: a pull consumer's intake went from ~125k t
   control line read by one regular expression (the line's tokens at once: 2.6 against 3.2
   us per message with ``find``, ``split`` and a helper); every other operation (``PING``,
   ``INFO``, ``-ERR`` ...) goes to nats-py's own parser, one line at a time.
+* :meth:`MvsClient.subscribe_columns` adds, for the messages a JetStream consumer delivers
+  to an inbox, a *column sink* called once per run of them with three lists: their stream
+  sequences (read from the ack reply by the line's expression), subjects and data. A run
+  costs one call instead of one per message (measured on 20k-message runs: 2.4-2.9 ->
+  1.3-1.5 us per message). A message that does not fit (a status, a reply of another
+  layout, a payload split across reads) goes to the subscription's raw sink, in order.
 
 This leans on two private seams of nats-py (``Client._ps``/``_process_msg`` and the
 parser's state fields), which is why ``pyproject.toml`` pins nats-py to one version;
@@ -31,12 +37,15 @@ from nats.aio.subscription import Subscription
 from nats.errors import ProtocolError
 from nats.protocol import parser as _p
 
-__all__ = ["MvsClient", "RawSink", "RawSubscription"]
+__all__ = ["ColumnSink", "MvsClient", "RawSink", "RawSubscription"]
 
 _log = logging.getLogger(__name__)
 
 RawSink = Callable[[bytes, bytes, bytes, bytes | None], None]
 """``sink(subject, reply, data, headers)``: called in the client's read loop; must not block."""
+ColumnSink = Callable[[list[int], list[str], list[bytes]], None]
+"""``sink(seqs, subjects, data)``: a run of JetStream messages (stream sequence, subject as
+text, payload), called in the client's read loop; must not block."""
 
 _HMSG = b"HMSG "
 _MSG = b"MSG "
@@ -46,6 +55,17 @@ _CRLF = b"\r\n"
 # HMSG's header size, HMSG's header size or None, size). Anything else (another operation,
 # a malformed or unfinished line) does not match: the general loop takes it.
 _MSG_LINE = re.compile(rb"(H?)MSG ([^ \r\n]+) ([0-9]+) (?:([^ \r\n]+) )?(?:([0-9]+) )?([0-9]+)\r\n")
+
+
+def _js_line(sid: int) -> re.Pattern[bytes]:
+    """The control line of a message JetStream delivers to subscription ``sid`` (no headers,
+    a v1 ack reply ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``);
+    groups (subject, stream sequence, size)."""
+    return re.compile(
+        rb"MSG ([^ \r\n]+) " + str(sid).encode()
+        + rb" \$JS\.ACK\.[^. \r\n]+\.[^. \r\n]+\.[0-9]+\.([0-9]+)\.[0-9]+\.[0-9]+\.[0-9]+"
+        rb" ([0-9]+)\r\n"
+    )
 
 
 class RawSubscription:
@@ -61,6 +81,7 @@ class RawSubscription:
 
     async def unsubscribe(self) -> None:
         self._client._raw_sinks.pop(self.sid, None)
+        self._client._column_sinks.pop(self.sid, None)
         await self.sub.unsubscribe()
 
 
@@ -119,6 +140,7 @@ class _FastParser(_p.Parser):
         """
         buf = self.buf
         sinks = self.nc._raw_sinks
+        columns = self.nc._column_sinks
         match = _MSG_LINE.match
         view = memoryview(buf)
         size = len(buf)
@@ -132,6 +154,15 @@ class _FastParser(_p.Parser):
                     break
                 headers, subject, token, reply, hn, total = m.groups()
                 sid = int(token)
+                if columns and sid in columns:
+                    line, column_sink = columns[sid]
+                    ran = _column_run(line, buf, view, pos, size)
+                    if ran is not None:
+                        pos, seqs, subjects, datas = ran
+                        delivered += len(seqs)
+                        received += sum(map(len, datas))
+                        _deliver_columns(column_sink, sid, seqs, subjects, datas)
+                        continue
                 sink = sinks.get(sid)
                 start = m.end()
                 end = start + int(total)
@@ -189,6 +220,45 @@ def _msg_args(parts: list[bytes]) -> tuple[bytes, int, bytes, int, int] | None:
         return None
 
 
+def _column_run(
+    line: re.Pattern[bytes], buf: bytearray, view: memoryview, pos: int, size: int
+) -> tuple[int, list[int], list[str], list[bytes]] | None:
+    """The whole messages from ``pos`` on whose control line is ``line``: where they end,
+    and their sequences, subjects and data (None: not even the first)."""
+    match = line.match
+    seqs: list[int] = []
+    subjects: list[str] = []
+    datas: list[bytes] = []
+    seq_, subject_, data_ = seqs.append, subjects.append, datas.append
+    while pos < size:
+        m = match(buf, pos)
+        if m is None:
+            break
+        subject, seq, total = m.groups()
+        start = m.end()
+        end = start + int(total)
+        if end + 2 > size:
+            break
+        try:
+            text = subject.decode()
+        except UnicodeDecodeError:
+            break  # the raw sink has its say on that message
+        seq_(int(seq))
+        subject_(text)
+        data_(bytes(view[start:end]))
+        pos = end + 2
+    return (pos, seqs, subjects, datas) if seqs else None
+
+
+def _deliver_columns(
+    sink: ColumnSink, sid: int, seqs: list[int], subjects: list[str], datas: list[bytes]
+) -> None:
+    try:
+        sink(seqs, subjects, datas)
+    except Exception:  # a sink's bug must not stop the client's read loop
+        _log.exception("column sink of subscription %d failed", sid)
+
+
 def _deliver(
     sink: RawSink, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
 ) -> None:
@@ -204,6 +274,7 @@ class MvsClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._raw_sinks: dict[int, RawSink] = {}
+        self._column_sinks: dict[int, tuple[re.Pattern[bytes], ColumnSink]] = {}
         self._ps = _FastParser(self)
 
     async def _process_msg(
@@ -226,4 +297,14 @@ class MvsClient(Client):
         sub = await self.subscribe(subject)
         raw = RawSubscription(self, sub)
         self._raw_sinks[raw.sid] = sink
+        return raw
+
+    async def subscribe_columns(
+        self, subject: str, columns: ColumnSink, sink: RawSink
+    ) -> RawSubscription:
+        """Subscribe an inbox that a JetStream consumer delivers to: runs of its messages go
+        to ``columns``, anything else (statuses, a message split across reads, a reply of
+        another layout) to ``sink``, in the order they came (see the module docstring)."""
+        raw = await self.subscribe_raw(subject, sink)
+        self._column_sinks[raw.sid] = (_js_line(raw.sid), columns)
         return raw

@@ -48,7 +48,7 @@ import msgspec
 from mvs.errors import ProjectionError
 from projections.base import Item, Prepared, Projection
 from projections.registry import projection
-from projections.runner import Puller, RawMessage
+from projections.runner import Columns, Puller, RawMessage
 from streams.catalog import decode_event
 from streams.definitions import EVENTS_STREAM
 from streams.subjects import EVENTS_PREFIX
@@ -134,7 +134,7 @@ class Router:
 
 
 def prepare_shares(
-    msgs: list[RawMessage],
+    batch: Columns,
     split: dict[str, list[int] | None],
     projections: Mapping[str, Projection],
 ) -> dict[str, Prepared | None]:
@@ -147,16 +147,17 @@ def prepare_shares(
     if not any(positions is None or positions for positions in wanted.values()):
         return {}
     # one Item per message any of them takes, shared by their shares
+    seqs, subjects, datas = batch
     if any(positions is None for positions in wanted.values()):
         picked: list[int] | None = None
-        chosen = msgs
     else:
         picked = sorted({i for positions in wanted.values() if positions for i in positions})
-        chosen = [msgs[i] for i in picked]
-    events, bad = _decode_all(chosen)
+        seqs = [seqs[i] for i in picked]
+        subjects = [subjects[i] for i in picked]
+        datas = [datas[i] for i in picked]
+    events, bad = _decode_all(datas)
     made = [
-        _new(Item, (seq, subject, event, data))
-        for (seq, subject, data), event in zip(chosen, events, strict=True)
+        _new(Item, item) for item in zip(seqs, subjects, events, datas, strict=True)
     ]
     if picked is not None:
         bad = {picked[i] for i in bad}
@@ -181,17 +182,17 @@ def prepare_shares(
     return out
 
 
-def _decode_all(msgs: list[RawMessage]) -> tuple[list[Any], set[int]]:
+def _decode_all(datas: list[bytes]) -> tuple[list[Any], set[int]]:
     """Each message's event (None where it does not decode), and where it does not."""
     try:
-        return [decode_event(m.data) for m in msgs], set()
+        return [decode_event(data) for data in datas], set()
     except Exception:
         pass
     events: list[Any] = []
     bad: set[int] = set()
-    for i, m in enumerate(msgs):
+    for i, data in enumerate(datas):
         try:
-            events.append(decode_event(m.data))
+            events.append(decode_event(data))
         except Exception:
             events.append(None)
             bad.add(i)
@@ -430,20 +431,21 @@ async def _intake(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         """Fetch, route, lay out, hand over; the next batch is asked for before the layout
         of this one, so NATS delivers it meanwhile (measured: the fetch and the pickling were
         half of the intake's time when done one after the other)."""
-        fetching = asyncio.ensure_future(puller.fetch(spec.batch, spec.idle_timeout))
+        fetch = puller.fetch_columns
+        fetching = asyncio.ensure_future(fetch(spec.batch, spec.idle_timeout))
         while True:
             await credit.acquire()
-            msgs = await fetching
-            if not msgs:
+            got = await fetching
+            if not got.seqs:
                 _tidy()  # the log is read: a quiet moment to give memory back
-            while not msgs:
-                msgs = await puller.fetch(spec.batch, spec.idle_timeout)
-            fetching = asyncio.ensure_future(puller.fetch(spec.batch, spec.idle_timeout))
-            seqs, subjects, datas = zip(*msgs, strict=True)
+            while not got.seqs:
+                got = await fetch(spec.batch, spec.idle_timeout)
+            fetching = asyncio.ensure_future(fetch(spec.batch, spec.idle_timeout))
+            seqs, subjects, datas = got
             split = router.split(subjects)
-            prepared = prepare_shares(msgs, split, preparing)
+            prepared = prepare_shares(got, split, preparing)
             frames.put((
-                "batch", msgs[-1].seq, seqs, subjects, datas,
+                "batch", seqs[-1], seqs, subjects, datas,
                 {name: (positions, prepared.get(name)) for name, positions in split.items()},
             ))
 

@@ -46,6 +46,7 @@ __all__ = [
     "CORE_SCHEMA",
     "DUCKDB_MEMORY_MB",
     "GC_THRESHOLD",
+    "Columns",
     "DecodeCache",
     "ProjectionRunner",
     "Puller",
@@ -218,12 +219,20 @@ class DecodeCache:
         return event
 
 
+class Columns(NamedTuple):
+    """Fetched messages column by column: stream sequences, subjects, payloads."""
+
+    seqs: list[int]
+    subjects: list[str]
+    datas: list[bytes]
+
+
 class Puller:
-    """Pull requests answered into one raw subscription (:meth:`MvsClient.subscribe_raw`).
+    """Pull requests answered into one raw subscription (:meth:`MvsClient.subscribe_columns`).
 
     nats-py's ``fetch`` waits for each message with its own timeout and builds a ``Msg`` per
     message, which costs more than the whole fold of the message; here the parser hands each
-    message to a sink that keeps only its stream sequence, subject and data. First a
+    run of messages over as columns (stream sequence, subject, data). First a
     ``no_wait`` request takes what is there (up to ``batch``); only when nothing is there does
     a waiting request for one message block, so a follower sees a new event at once.
     """
@@ -232,26 +241,37 @@ class Puller:
         self.nc = nc
         self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self.inbox = nc.new_inbox()
-        self.buf: list[RawMessage] = []
+        self.seqs: list[int] = []
+        self.subjects: list[str] = []
+        self.datas: list[bytes] = []
         self.want = 0
         self.ended = asyncio.Event()
         self.sub: RawSubscription | None = None
 
     async def start(self) -> None:
-        self.sub = await self.nc.subscribe_raw(self.inbox, self._on_msg)
+        self.sub = await self.nc.subscribe_columns(self.inbox, self._on_run, self._on_msg)
 
     async def stop(self) -> None:
         if self.sub is not None:
             await self.sub.unsubscribe()
             self.sub = None
 
+    def _on_run(self, seqs: list[int], subjects: list[str], datas: list[bytes]) -> None:
+        self.seqs += seqs
+        self.subjects += subjects
+        self.datas += datas
+        if len(self.seqs) >= self.want:
+            self.ended.set()
+
     def _on_msg(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         if not reply:
             # a status (404 no messages, 408 request expired, 409 limits): this request is over
             self.ended.set()
             return
-        self.buf.append(_new(RawMessage, (stream_seq(reply), subject.decode(), data)))
-        if len(self.buf) >= self.want:
+        self.seqs.append(stream_seq(reply))
+        self.subjects.append(subject.decode())
+        self.datas.append(data)
+        if len(self.seqs) >= self.want:
             self.ended.set()
 
     async def _request(self, body: dict[str, object], want: int, wait: float) -> None:
@@ -261,16 +281,25 @@ class Puller:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ended.wait(), wait)
 
-    async def fetch(self, batch: int, timeout: float, *, wait: bool = True) -> list[RawMessage]:
+    async def fetch_columns(self, batch: int, timeout: float, *, wait: bool = True) -> Columns:
         """Up to ``batch`` messages (none: nothing came within ``timeout``, or at once
         unless ``wait``)."""
-        if not self.buf:
+        if not self.seqs:
             await self._request({"batch": batch, "no_wait": True}, batch, 10.0)
-        if not self.buf and wait:
+        if not self.seqs and wait:
             expires = int(timeout * 1e9)
             await self._request({"batch": 1, "expires": expires}, 1, timeout + 1.0)
-        out, self.buf = self.buf[:batch], self.buf[batch:]
-        return out
+        seqs, subjects, datas = self.seqs, self.subjects, self.datas
+        if len(seqs) <= batch:
+            self.seqs, self.subjects, self.datas = [], [], []
+            return Columns(seqs, subjects, datas)
+        self.seqs, self.subjects, self.datas = seqs[batch:], subjects[batch:], datas[batch:]
+        return Columns(seqs[:batch], subjects[:batch], datas[:batch])
+
+    async def fetch(self, batch: int, timeout: float, *, wait: bool = True) -> list[RawMessage]:
+        """:meth:`fetch_columns`, message by message."""
+        seqs, subjects, datas = await self.fetch_columns(batch, timeout, wait=wait)
+        return [_new(RawMessage, m) for m in zip(seqs, subjects, datas, strict=True)]
 
 
 class ProjectionRunner:

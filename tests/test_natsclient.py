@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from mvs.bus import connect
 from mvs.natsclient import MvsClient
+from projections.runner import stream_seq
 
 Got = list[tuple[bytes, bytes, bytes, bytes | None]]
 WARM = b"warm-up"
@@ -149,3 +153,74 @@ def test_a_failing_sink_does_not_stop_the_connection(nats_url: str) -> None:
     calls, good = asyncio.run(main())
     assert calls == 3
     assert good[0][2] == b"still here"
+
+
+_streams = itertools.count()
+
+
+async def _pull_through_columns(
+    url: str, bodies: list[bytes], with_headers: set[int]
+) -> tuple[list[tuple[str, Any]], str]:
+    """Publish ``bodies`` to a fresh stream, pull them all (and the status that follows) into
+    a column subscription; what reached the column sink and the raw sink, in order."""
+    stream = f"COLS{next(_streams)}"
+    nc = await connect(url)
+    js = nc.jetstream()
+    await js.add_stream(name=stream, subjects=[f"{stream.lower()}.>"])
+    for i, body in enumerate(bodies):
+        headers = {"N": str(i)} if i in with_headers else None
+        await js.publish(f"{stream.lower()}.m{i}", body, headers=headers)
+    await js.add_consumer(stream, ConsumerConfig(durable_name="c", ack_policy=AckPolicy.NONE))
+    seen: list[tuple[str, Any]] = []
+    inbox = nc.new_inbox()
+
+    def columns(seqs: list[int], subjects: list[str], datas: list[bytes]) -> None:
+        seen.append(("run", list(zip(seqs, subjects, datas, strict=True))))
+
+    def sink(subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        seen.append(("msg", (subject, reply, data, headers)))
+
+    sub = await nc.subscribe_columns(inbox, columns, sink)
+    request = json.dumps({"batch": len(bodies) + 5, "no_wait": True}).encode()
+    await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.c", request, reply=inbox)
+    await _until(lambda: bool(seen) and seen[-1][0] == "msg" and not seen[-1][1][1])
+    await sub.unsubscribe()
+    await js.delete_stream(stream)
+    await nc.close()
+    return seen, stream.lower()
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(0, 70_000), min_size=1, max_size=30),
+    with_headers=st.sets(st.integers(0, 29), max_size=5),
+)
+def test_a_column_subscription_gets_every_pulled_message_once_in_order(
+    nats_url: str, sizes: list[int], with_headers: set[int]
+) -> None:
+    """Runs go to the column sink, anything else (a message with headers, one split across
+    reads, the closing status) to the raw sink: together every message once, in stream
+    order, with its sequence, subject and data, and the status last."""
+    bodies = [(f"{i}:".encode() + b"y" * size)[: max(size, 1)] for i, size in enumerate(sizes)]
+    seen, prefix = asyncio.run(_pull_through_columns(nats_url, bodies, with_headers))
+    got: list[tuple[int, str, bytes]] = []
+    for kind, what in seen[:-1]:
+        if kind == "run":
+            got.extend(what)
+        else:
+            subject, reply, data, _ = what
+            assert reply, "a status before the last message"
+            got.append((stream_seq(reply), subject.decode(), data))
+    assert got == [(i + 1, f"{prefix}.m{i}", body) for i, body in enumerate(bodies)]
+    status = seen[-1][1][3]
+    assert status is not None and status.startswith(b"NATS/1.0 404")
+
+
+def test_small_pulled_messages_come_as_runs(nats_url: str) -> None:
+    bodies = [f"event {i}".encode() for i in range(500)]
+    seen, _ = asyncio.run(_pull_through_columns(nats_url, bodies, set()))
+    in_runs = sum(len(what) for kind, what in seen if kind == "run")
+    # a run ends where a read of the socket ends; the rest come one by one
+    assert in_runs >= 450
+    assert sum(kind == "msg" for kind, _ in seen) <= 51

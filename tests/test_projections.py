@@ -26,7 +26,7 @@ from projections.history import history_row
 from projections.intake import prepare_shares
 from projections.memory import MemoryProjection
 from projections.registry import projection
-from projections.runner import ProjectionRunner
+from projections.runner import Columns, ProjectionRunner
 from streams.base import Event
 from streams.catalog import encode_event, subject_of
 from streams.definitions import EVENTS_STREAM, apply_streams
@@ -284,7 +284,8 @@ def through_intake(runner: ProjectionRunner) -> None:
     plain = runner.apply
 
     def apply(msgs: list[Any], prepared: Any = None) -> None:
-        shares = prepare_shares(msgs, {runner.name: None}, {runner.name: runner.projection})
+        batch = Columns([m.seq for m in msgs], [m.subject for m in msgs], [m.data for m in msgs])
+        shares = prepare_shares(batch, {runner.name: None}, {runner.name: runner.projection})
         plain(msgs, shares.get(runner.name))
 
     runner.apply = apply  # type: ignore[method-assign]
