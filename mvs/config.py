@@ -176,6 +176,9 @@ class ProjectionsConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_field
     # DuckDB's memory_limit for mvs.duckdb (its default, 80% of RAM, lets its caches grow with
     # the history; beyond the limit DuckDB evicts, and spills big queries to disk)
     duckdb_memory_mb: int = 512
+    # DuckDB's worker threads in the writer (0: one per core); the folds have threads of their
+    # own, one per projection (see projections.runner.open_db)
+    duckdb_threads: int = 1
     batch: int = 20000  # events per fold (projections.runner.BATCH)
     # read the log and lay batches out in a process of its own (projections.intake), so the
     # writer's GIL is left to the folds; off: the writer reads the log itself
@@ -282,6 +285,8 @@ def validate(config: MvsConfig) -> MvsConfig:
         raise ConfigError("message_bus.batch_size must be >= 1")
     if config.projections.duckdb_memory_mb < 64:
         raise ConfigError("projections.duckdb_memory_mb must be >= 64 (DuckDB needs room to work)")
+    if config.projections.duckdb_threads < 0:
+        raise ConfigError("projections.duckdb_threads must be >= 0 (0: one per core)")
     if config.projections.batch < 1:
         raise ConfigError("projections.batch must be >= 1")
     return config

@@ -113,6 +113,7 @@ class ProcessRunner:
             host = ProjectionHost(
                 ctx.nc, self.settings.duckdb_path, url=self.url, batch=proj.batch,
                 memory_mb=proj.duckdb_memory_mb, intake=proj.intake_process,
+                duckdb_threads=proj.duckdb_threads,
             )
             try:
                 await host.start()

@@ -56,6 +56,7 @@ from projections.registry import PROJECTIONS, projection
 from projections.runner import (
     BATCH,
     DUCKDB_MEMORY_MB,
+    DUCKDB_THREADS,
     GC_THRESHOLD,
     DecodeCache,
     ProjectionRunner,
@@ -94,9 +95,11 @@ class ProjectionHost:
         fold_threads: int | None = None,
         memory_mb: int = DUCKDB_MEMORY_MB,
         intake: bool = True,
+        duckdb_threads: int = DUCKDB_THREADS,
     ) -> None:
         self.nc = nc
         self.memory_mb = memory_mb
+        self.duckdb_threads = duckdb_threads
         # read and lay out the log in an intake process (projections.intake), else here
         self.intake = intake
         self.js = nc.jetstream(timeout=10.0)
@@ -145,7 +148,7 @@ class ProjectionHost:
         await apply_streams(self.js)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = open_db(str(self.path), self.memory_mb)
+            self.db = open_db(str(self.path), self.memory_mb, self.duckdb_threads)
         except duckdb.Error as exc:
             raise ProjectionError(f"cannot open {self.path} for writing: {exc}") from exc
         con = self.db.cursor()

@@ -35,6 +35,7 @@ def test_shipped_config_has_the_13_services_and_the_plans_settings() -> None:
     }
     assert cfg.services["AsyncProcessor"].host == "pc2"
     assert (cfg.projections.duckdb_memory_mb, cfg.projections.batch) == (512, 20000)
+    assert cfg.projections.duckdb_threads == 1
 
 
 def test_start_order_puts_every_dependency_first() -> None:
@@ -69,6 +70,8 @@ def test_start_order_puts_every_dependency_first() -> None:
         (lambda d: d["projections"].update(duckdb_memory_mb=16),
          "projections.duckdb_memory_mb must be >= 64"),
         (lambda d: d["projections"].update(batch=0), "projections.batch must be >= 1"),
+        (lambda d: d["projections"].update(duckdb_threads=-1),
+         "projections.duckdb_threads must be >= 0"),
     ],
 )
 def test_config_errors_name_the_key_or_service(mutate: Any, message: str) -> None:

@@ -551,3 +551,17 @@ def test_an_intake_process_that_cannot_run_leaves_the_writer_reading_the_log(
         await nc.close()
 
     asyncio.run(main())
+
+
+def test_the_writer_runs_duckdb_with_the_threads_it_is_given(tmp_path: Path) -> None:
+    import duckdb
+
+    from projections.runner import open_db
+
+    one = open_db(str(tmp_path / "one.duckdb"))
+    assert one.execute("SELECT current_setting('threads')").fetchone() == (1,)
+    one.close()
+    default = duckdb.connect().execute("SELECT current_setting('threads')").fetchone()
+    every = open_db(str(tmp_path / "every.duckdb"), threads=0)
+    assert every.execute("SELECT current_setting('threads')").fetchone() == default
+    every.close()
