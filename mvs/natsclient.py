@@ -161,7 +161,7 @@ class _FastParser(_p.Parser):
                         pos, seqs, subjects, datas = ran
                         delivered += len(seqs)
                         received += sum(map(len, datas))
-                        _deliver_columns(column_sink, sid, seqs, subjects, datas)
+                        _deliver(column_sink, sid, seqs, subjects, datas)
                         continue
                 sink = sinks.get(sid)
                 start = m.end()
@@ -250,22 +250,12 @@ def _column_run(
     return (pos, seqs, subjects, datas) if seqs else None
 
 
-def _deliver_columns(
-    sink: ColumnSink, sid: int, seqs: list[int], subjects: list[str], datas: list[bytes]
-) -> None:
+def _deliver(sink: RawSink | ColumnSink, sid: int, *args: object) -> None:
+    """Call a raw or column sink with what the parser read."""
     try:
-        sink(seqs, subjects, datas)
+        sink(*args)  # type: ignore[arg-type]
     except Exception:  # a sink's bug must not stop the client's read loop
-        _log.exception("column sink of subscription %d failed", sid)
-
-
-def _deliver(
-    sink: RawSink, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
-) -> None:
-    try:
-        sink(subject, reply, data, headers)
-    except Exception:  # a sink's bug must not stop the client's read loop
-        _log.exception("raw sink of subscription %d failed", sid)
+        _log.exception("sink of subscription %d failed", sid)
 
 
 class MvsClient(Client):

@@ -82,10 +82,11 @@ class _Local:
         self.batch = batch
 
     async def next(self, wait: bool, timeout: float) -> Batch | None:
-        msgs = await self.puller.fetch(self.batch, timeout, wait=wait)
-        if not msgs:
+        got = await self.puller.fetch_columns(self.batch, timeout, wait=wait)
+        if not got.seqs:
             return None
-        split = self.router.split([m.subject for m in msgs])
+        split = self.router.split(got.subjects)
+        msgs = got.messages()
         return Batch(
             msgs[-1].seq, len(msgs),
             {

@@ -355,7 +355,7 @@ class IntakeProcess:
 
 def _batch(frame: tuple[Any, ...]) -> Batch:
     _, last_seq, seqs, subjects, datas, shares = frame
-    msgs = [_new(RawMessage, m) for m in zip(seqs, subjects, datas, strict=True)]
+    msgs = Columns(seqs, subjects, datas).messages()
     return Batch(
         last_seq, len(msgs),
         {

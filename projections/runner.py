@@ -240,6 +240,10 @@ class Columns(NamedTuple):
     subjects: list[str]
     datas: list[bytes]
 
+    def messages(self) -> list[RawMessage]:
+        """The same messages one by one."""
+        return [_new(RawMessage, m) for m in zip(*self, strict=True)]
+
 
 class Puller:
     """Pull requests answered into one raw subscription (:meth:`MvsClient.subscribe_columns`).
@@ -312,8 +316,7 @@ class Puller:
 
     async def fetch(self, batch: int, timeout: float, *, wait: bool = True) -> list[RawMessage]:
         """:meth:`fetch_columns`, message by message."""
-        seqs, subjects, datas = await self.fetch_columns(batch, timeout, wait=wait)
-        return [_new(RawMessage, m) for m in zip(seqs, subjects, datas, strict=True)]
+        return (await self.fetch_columns(batch, timeout, wait=wait)).messages()
 
 
 class ProjectionRunner:
