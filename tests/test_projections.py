@@ -389,6 +389,21 @@ def test_poison_event_goes_to_dead_letters_and_later_events_apply(
     assert content == [("2",)]
 
 
+
+def test_an_event_published_again_after_a_restart_is_dropped_when_laid_out_by_the_intake(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """The intake hashes the event ids; the restarted runner's filter holds the hashes of
+    the ids stored before: they must agree, or the copy would be folded a second time."""
+    stage = rq.RequestStageCompleted(request_id="r1", stage="llm", duration_ms=1.0)
+    plan = [rq.RequestReceived(request_id="r1", text="hi"), stage, stage]
+    db_path = tmp_path / "r.duckdb"
+    asyncio.run(fold(nats_url, db_path, ("requests",), plan, 2, 100, prepared=True))
+    counts = read(db_path, lambda c: c.execute(
+        "SELECT (SELECT count(*) FROM request_stages), (SELECT stages FROM requests), "
+        "(SELECT count(*) FROM applied_requests)").fetchone())
+    assert counts == (1, 1, 2)
+
 # ---------------------------------------------------------------- set-based folds
 
 maybe_text = st.none() | st.sampled_from(["a", "b"])
@@ -456,7 +471,7 @@ def _fold_requests_both_ways(events: list[Event], data: st.DataObject) -> list[A
         for batch in batches:
             con.execute("BEGIN TRANSACTION")
             if isinstance(proj, RequestsProjection):
-                laid = [Prepared([], proj.prepare(share)) for share in batch]
+                laid = [Prepared.make([], proj.prepare(share)) for share in batch]
                 proj.fold_prepared(con, Prepared.combine(laid).tables)
             else:
                 proj.fold(con, [item for share in batch for item in share])
