@@ -16,8 +16,9 @@ then has no effect on any table and goes to ``dead_letters``.
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, ClassVar, NamedTuple
@@ -36,6 +37,7 @@ __all__ = [
     "FoldContext",
     "Invalid",
     "Item",
+    "ItemsAt",
     "Key",
     "Merge",
     "Prepared",
@@ -83,6 +85,23 @@ class Item(NamedTuple):
     subject: str
     event: Event
     raw: bytes
+
+
+# the items of the given stream sequences of the share being folded (see fold_prepared)
+ItemsAt = Callable[[Sequence[int]], list[Item]]
+
+
+def items_by_seq(items: list[Item]) -> ItemsAt:
+    """``items_at`` over decoded items (in stream order, as a share is)."""
+
+    def at(seqs: Sequence[int]) -> list[Item]:
+        return [items[bisect.bisect_left(items, s, key=_seq_of)] for s in seqs]
+
+    return at
+
+
+def _seq_of(item: Item) -> int:
+    return item.seq
 
 
 Row = dict[str, Any]
@@ -397,12 +416,17 @@ class Projection:
         """The Arrow tables :meth:`fold_prepared` folds (only when :attr:`prepares`).
 
         Stateless and without DuckDB: it may run in the intake process. ``fold(con, items)``
-        of such a projection is ``fold_prepared(con, prepare(items))``.
+        of such a projection is ``fold_prepared(con, prepare(items), <items by seq>)``.
         """
         raise NotImplementedError(f"projection {self.name} has no prepare step")
 
-    def fold_prepared(self, con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
-        """Fold what :meth:`prepare` laid out, inside the caller's transaction."""
+    def fold_prepared(
+        self, con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], items_at: ItemsAt
+    ) -> list[tuple[Item, str]]:
+        """Fold what :meth:`prepare` laid out, inside the caller's transaction; the refused
+        items with their reasons, as :meth:`fold`. ``items_at(seqs)`` gives the items of
+        those stream sequences (decoded on demand), for events the layout left to fold one
+        by one or refuses."""
         raise NotImplementedError(f"projection {self.name} has no prepare step")
 
     def reads(self, item: Item) -> Iterable[tuple[str, Key]]:

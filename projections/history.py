@@ -9,7 +9,16 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from projections.base import Append, Item, Merge, Projection, Row, insert_arrow
+from projections.base import (
+    Append,
+    Item,
+    ItemsAt,
+    Merge,
+    Projection,
+    Row,
+    insert_arrow,
+    items_by_seq,
+)
 from streams.base import Event
 from streams.catalog import ALL_EVENTS
 
@@ -108,8 +117,10 @@ class HistoryProjection(Projection):
         return {"events": pa.Table.from_arrays(columns, schema=_SCHEMA)}
 
     def fold(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> list[tuple[Item, str]]:
-        self.fold_prepared(con, self.prepare(items))
-        return []
+        return self.fold_prepared(con, self.prepare(items), items_by_seq(items))
 
-    def fold_prepared(self, con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
+    def fold_prepared(
+        self, con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], items_at: ItemsAt
+    ) -> list[tuple[Item, str]]:
         insert_arrow(con, self.t("events"), tables["events"])
+        return []

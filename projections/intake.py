@@ -22,8 +22,9 @@ decodes it again and dead-letters it with the reason.
 
 Frames on the pipes are a 16-byte header (a magic number, the length, the number of
 out-of-band buffers), a pickle and its buffers (Arrow's, not copied into it): the spec,
-``credit N`` and ``stop`` from the writer (stdin); batches, and a last error if the intake
-fails, from the intake (stdout). Its stderr is the writer's.
+``credit N`` and ``stop`` from the writer (stdin); ``ready`` once bound to the feed, then
+batches, and a last error if the intake fails, from the intake (stdout). Its stderr is the
+writer's.
 """
 
 from __future__ import annotations
@@ -263,12 +264,17 @@ class IntakeProcess:
 
     # batches the intake may have sent and the writer not taken yet
     CREDIT = 3
+    # how long start() waits for the intake to be bound to the feed (it imports, connects
+    # and binds in ~0.5 s); past that, or when it fails, start() returns and the feed finds
+    # out from the batches (or the failure) it reads
+    READY_TIMEOUT = 15.0
 
     def __init__(self, spec: IntakeSpec) -> None:
         self.spec = spec
         self.proc: subprocess.Popen[bytes] | None = None
         self._queue: asyncio.Queue[Batch | BaseException] = asyncio.Queue()
         self._reader: threading.Thread | None = None
+        self._ready = asyncio.Event()
         # whether the last batch was a full one: the intake is reading a backlog
         self._backlog = False
 
@@ -287,6 +293,10 @@ class IntakeProcess:
             target=self._read, args=(loop, self.proc), name="mvs-intake-reader", daemon=True
         )
         self._reader.start()
+        # started means reading the log: the process's start (~0.5 s, mostly imports) is
+        # not spent later, in the first catch-up, with the writer waiting for its batches
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), self.READY_TIMEOUT)
 
     def _send(self, obj: Any) -> None:
         # small frames the intake reads at once: the write does not block
@@ -299,6 +309,9 @@ class IntakeProcess:
         try:
             while True:
                 frame = read_frame(proc.stdout)
+                if frame[0] == "ready":
+                    loop.call_soon_threadsafe(self._ready.set)
+                    continue
                 if frame[0] == "error":
                     raise ProjectionError(f"the projections' intake process failed: {frame[1]}")
                 loop.call_soon_threadsafe(put, _batch(frame))
@@ -310,6 +323,9 @@ class IntakeProcess:
         except Exception as exc:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
                 loop.call_soon_threadsafe(put, exc)
+        finally:  # start() waits no longer: the failure is in the queue
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._ready.set)
 
     async def next(self, wait: bool, timeout: float) -> Batch | None:
         """The next batch; None if there is none within ``timeout``, or, unless ``wait``, if
@@ -456,6 +472,7 @@ async def _intake(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     threading.Thread(target=control, name="mvs-intake-control", daemon=True).start()
     sender = threading.Thread(target=send, name="mvs-intake-send", daemon=True)
     sender.start()
+    frames.put(("ready",))  # bound to the feed: the writer's start may return
     pumping = asyncio.create_task(pump())
     try:
         await asyncio.wait({pumping, stopped, broken}, return_when=asyncio.FIRST_COMPLETED)

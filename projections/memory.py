@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from msgspec import UNSET
 
 from projections.base import (
@@ -28,12 +29,14 @@ from projections.base import (
     FoldContext,
     Invalid,
     Item,
+    ItemsAt,
     Key,
     Merge,
     Projection,
     Row,
     dumps,
-    insert_columns,
+    insert_arrow,
+    items_by_seq,
 )
 from streams.base import Event
 from streams.events import memory as m
@@ -248,21 +251,33 @@ _ON_MEMORIES = frozenset(
 
 
 def _split_writes(items: list[Item]) -> tuple[list[Item], list[Item]]:
-    """(the last ``MemoryWritten`` of each memory no other event of the batch touches, the rest).
+    """(the last ``MemoryWritten`` of each memory whose events in the batch are writes, then
+    only patches (see _PATCHES), if any; the rest, without the earlier writes of those).
 
-    Such a memory's row after the batch is its last write, whatever it was before, so those
-    writes need no event-by-event fold. Events of the rest never touch those rows.
+    Such a memory's row after its last write is that write, whatever it was before, so
+    those writes need no event-by-event fold; its patches, left in the rest, are then
+    patches of a live memory nothing else of the rest touches (see _split_patches).
     """
-    touched = {
-        i.event.memory_id  # type: ignore[attr-defined]
-        for i in items
-        if type(i.event) is not m.MemoryWritten and type(i.event) in _ON_MEMORIES
-    }
+    # per memory: writes only so far, writes then patches, or anything else
+    writing, patching, other = 0, 1, 2
+    state: dict[str, int] = {}
+    for i in items:
+        kind = type(i.event)
+        if kind not in _ON_MEMORIES:
+            continue
+        memory = i.event.memory_id  # type: ignore[attr-defined]
+        now = state.get(memory)
+        if kind is m.MemoryWritten:
+            state[memory] = writing if now is None or now == writing else other
+        elif kind in _PATCHES and now is not None and now != other:
+            state[memory] = patching
+        else:
+            state[memory] = other
     last: dict[str, Item] = {}
     rest: list[Item] = []
     for i in items:
         ev = i.event
-        if type(ev) is m.MemoryWritten and ev.memory_id not in touched:
+        if type(ev) is m.MemoryWritten and state[ev.memory_id] != other:
             last[ev.memory_id] = i  # a later write of the same memory replaces it
         else:
             rest.append(i)
@@ -305,6 +320,42 @@ WHERE NOT EXISTS (
     SELECT 1 FROM <memories> t WHERE t.memory_id = p.memory_id AND t.deleted IS NOT TRUE
 )
 """
+
+
+# the patch rows of several shares (in stream order) as one row per memory: the accesses
+# added up, each column as the last share that set it left it
+_MERGE_PATCHES_SQL = (
+    "SELECT memory_id, sum(accessed)::BIGINT AS accessed, "
+    "last(last_accessed_at ORDER BY last_seq) FILTER (WHERE accessed > 0) AS last_accessed_at, "
+    "max(last_seq) AS last_seq, "
+    + ", ".join(
+        f"bool_or(set_{c}) AS set_{c}, last({c} ORDER BY last_seq) FILTER (WHERE set_{c}) AS {c}"
+        for c, _ in _PATCHED
+    )
+    + " FROM _mvs_patch_rows GROUP BY memory_id"
+)
+
+
+def _as_one(parts: list[dict[str, pa.Table]]) -> bool:
+    """Whether shares laid out one by one fold as one batch (writes, patches, rest) with the
+    same effect as one after the other: no memory is written after any event of an earlier
+    share touched it, and none patched after an earlier share's other event (a delete, a
+    write the split left in the rest...) touched it. Patches of one memory in several
+    shares are merged (see _MERGE_PATCHES_SQL)."""
+    WRITTEN, PATCHED, OTHER = 0, 1, 2
+    seen: dict[str, int] = {}
+    for part in parts:
+        written = part["writes"].column("memory_id").to_pylist()
+        patched = part["patches"].column("memory_id").to_pylist()
+        if any(x in seen for x in written) or any(seen.get(x) == OTHER for x in patched):
+            return False
+        seen.update(dict.fromkeys(written, WRITTEN))
+        for x in patched:
+            seen[x] = max(seen.get(x, PATCHED), PATCHED)
+        for x in part["rest"].column("memory_id").to_pylist():
+            if x is not None:
+                seen[x] = OTHER
+    return True
 
 
 def _split_patches(items: list[Item]) -> tuple[list[Item], list[Item]]:
@@ -367,6 +418,23 @@ def _patch_table(patches: dict[str, dict[str, Any]]) -> pa.Table:
     return pa.table(columns)
 
 
+# the columns of ``memories`` (memory.sql), as written_columns lays them out
+_WRITTEN_SCHEMA = pa.schema([
+    ("memory_id", pa.string()), ("content", pa.string()), ("memory_type", pa.string()),
+    ("tier", pa.string()), ("importance", pa.float64()), ("access_count", pa.int64()),
+    ("created_at", pa.float64()), ("last_accessed_at", pa.float64()),
+    ("expires_at", pa.float64()), ("metadata", pa.string()), ("metadata_raw", pa.string()),
+    ("tags", pa.string()), ("parent_id", pa.string()), ("session_id", pa.string()),
+    ("deleted", pa.bool_()), ("updated_at", pa.float64()), ("last_seq", pa.uint64()),
+])
+# What prepare lays out, per share: the writes (rows of memories), the patches (one row per
+# patched memory) with their events (memory, seq: to refuse them), and the seqs of the rest
+# (folded one by one). ``shares`` counts each share's rows of each, so that shares laid out
+# one by one and combined (Prepared.combine) fold one after the other, as separate batches.
+_LAID = ("writes", "patches", "patched", "rest")
+_SHARES_SCHEMA = pa.schema([(name, pa.int64()) for name in _LAID])
+
+
 class MemoryProjection(Projection):
     name = "memory"
     subjects = ("mvs.evt.memory.>",)
@@ -401,60 +469,140 @@ class MemoryProjection(Projection):
     # same tables.
     columnar_writes: ClassVar[bool] = True
 
+    @property
+    def prepares(self) -> bool:  # type: ignore[override]
+        return self.columnar_writes
+
     def fold(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> list[tuple[Item, str]]:
         if not self.columnar_writes:
             return super().fold(con, items)
-        writes, rest = _split_writes(items)
-        if writes:
-            self._fold_writes(con, writes)
-        patches, rest = _split_patches(rest)
-        refused = self._fold_patches(con, patches) if patches else []
-        # the rest after the writes: a session it creates is counted with them
-        return refused + super().fold(con, rest) if rest else refused
+        return self.fold_prepared(con, self.prepare(items), items_by_seq(items))
 
-    def _fold_writes(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> None:
-        """Replace (or create) the rows of ``items``' memories with those writes."""
-        keys: list[Key] = [(i.event.memory_id,) for i in items]  # type: ignore[attr-defined]
+    def prepare(self, items: list[Item]) -> dict[str, pa.Table]:
+        """The batch split three ways (see :func:`_split_writes`, :func:`_split_patches`):
+        the writes as rows, the patches as one row per memory, the rest to fold one by one.
+        Stateless: the intake process lays memory's shares out too."""
+        writes, rest = _split_writes(items)
+        patches, rest = _split_patches(rest)
+        laid = {
+            "writes": pa.Table.from_pydict(written_columns(writes), schema=_WRITTEN_SCHEMA),
+            "patches": _patch_table(_patches(patches)),
+            "patched": pa.table({
+                "memory_id": pa.array(
+                    [i.event.memory_id for i in patches], pa.string()  # type: ignore[attr-defined]
+                ),
+                "seq": pa.array([i.seq for i in patches], pa.uint64()),
+            }),
+            "rest": pa.table({
+                "seq": pa.array([i.seq for i in rest], pa.uint64()),
+                # the memory whose row the event reads or changes, if any
+                "memory_id": pa.array(
+                    [
+                        i.event.memory_id  # type: ignore[attr-defined]
+                        if type(i.event) in _ON_MEMORIES else None
+                        for i in rest
+                    ],
+                    pa.string(),
+                ),
+            }),
+        }
+        laid["shares"] = pa.Table.from_pydict(
+            {name: [laid[name].num_rows] for name in _LAID}, schema=_SHARES_SCHEMA
+        )
+        return laid
+
+    def fold_prepared(
+        self, con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], items_at: ItemsAt
+    ) -> list[tuple[Item, str]]:
+        shares = tables["shares"]
+        if shares.num_rows == 1:
+            return self._fold_share(con, tables, items_at)
+        parts = []
+        start = dict.fromkeys(_LAID, 0)
+        for counts in shares.to_pylist():
+            part = {}
+            for name in _LAID:
+                part[name] = tables[name].slice(start[name], counts[name])
+                start[name] += counts[name]
+            parts.append(part)
+        if _as_one(parts):
+            return self._fold_share(con, tables, items_at)
+        refused: list[tuple[Item, str]] = []
+        for part in parts:
+            refused += self._fold_share(con, part, items_at)
+        return refused
+
+    def _fold_share(
+        self, con: duckdb.DuckDBPyConnection, laid: dict[str, pa.Table], items_at: ItemsAt
+    ) -> list[tuple[Item, str]]:
+        """One share as one batch: its writes, its patches, then the rest (a session the
+        rest creates is counted with the writes)."""
+        refused: list[tuple[Item, str]] = []
+        if laid["writes"].num_rows:
+            self._fold_writes(con, laid["writes"])
+        if laid["patches"].num_rows:
+            why = self._fold_patches(con, laid["patches"])
+            if why:
+                patched = laid["patched"]
+                seqs = [
+                    seq for memory, seq in zip(
+                        patched.column("memory_id").to_pylist(),
+                        patched.column("seq").to_pylist(),
+                        strict=True,
+                    )
+                    if memory in why
+                ]
+                refused += [(i, why[i.event.memory_id]) for i in items_at(seqs)]  # type: ignore[attr-defined]
+        if laid["rest"].num_rows:
+            refused += super().fold(con, items_at(laid["rest"].column("seq").to_pylist()))
+        return refused
+
+    def _fold_writes(self, con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
+        """Replace (or create) the rows of the written memories with ``rows``."""
+        ids = rows.column("memory_id").to_pylist()
         f = self.filters["memories"]
         if not f.loaded:
             f.load(con, self.t("memories"))
-        hashes = f.hashes(con, keys)
+        hashes = f.hash_columns(con, [ids])
         maybe = f.maybe(hashes)
-        known = [k for k, mb in zip(keys, maybe.tolist(), strict=True) if mb]
+        known: list[Key] = [(k,) for k, mb in zip(ids, maybe.tolist(), strict=True) if mb]
         before = self._load(con, "memories", known) if known else {}
         self._delete(con, "memories", [k for k, row in before.items() if row is not None])
-        columns = written_columns(items)
-        insert_columns(con, self.t("memories"), columns)
+        insert_arrow(con, self.t("memories"), rows)
         f.add(hashes[~maybe])
         delta: dict[str, int] = {}
         for row in before.values():  # a replaced live memory leaves its session
             if row is not None and not row["deleted"] and row.get("session_id"):
                 delta[row["session_id"]] = delta.get(row["session_id"], 0) - 1
-        for session in columns["session_id"]:
+        for session in rows.column("session_id").to_pylist():
             if session:
                 delta[session] = delta.get(session, 0) + 1
         self._move_session_counts(con, delta)
 
-    def _fold_patches(
-        self, con: duckdb.DuckDBPyConnection, items: list[Item]
-    ) -> list[tuple[Item, str]]:
-        """Apply the patch events of memories only patched in this batch; refuse those of
-        memories that do not exist or are deleted (as :func:`_live` does)."""
-        patches = _patches(items)
+    def _fold_patches(self, con: duckdb.DuckDBPyConnection, patches: pa.Table) -> dict[str, str]:
+        """Apply the patches of memories only patched in this batch; the memories that do
+        not exist or are deleted, with why their patch events are refused (as :func:`_live`
+        does)."""
         memories = self.t("memories")
-        con.register("_mvs_patches", _patch_table(patches))
+        if pc.count_distinct(patches.column("memory_id")).as_py() < patches.num_rows:
+            # shares folded as one (see _as_one): a memory patched in several
+            con.register("_mvs_patch_rows", patches)
+            try:
+                patches = con.sql(_MERGE_PATCHES_SQL).to_arrow_table()
+            finally:
+                con.unregister("_mvs_patch_rows")
+        con.register("_mvs_patches", patches)
         try:
             (changed,) = con.execute(_PATCH_SQL.replace("<memories>", memories)).fetchall()[0]
-            if changed == len(patches):
-                return []
+            if changed == patches.num_rows:
+                return {}
             sql = _NOT_LIVE_SQL.replace("<memories>", memories)
             missing = [(row[0],) for row in con.execute(sql).fetchall()]
         finally:
             con.unregister("_mvs_patches")
         rows = self._load(con, "memories", missing)
         # the UPDATE skipped exactly the memories that are not live
-        why = {k: r for (k,) in missing if (r := _not_live(k, rows[(k,)])) is not None}
-        return [(i, why[i.event.memory_id]) for i in items if i.event.memory_id in why]  # type: ignore[attr-defined]
+        return {k: r for (k,) in missing if (r := _not_live(k, rows[(k,)])) is not None}
 
     def _move_session_counts(self, con: duckdb.DuckDBPyConnection, delta: dict[str, int]) -> None:
         moved = {s: d for s, d in delta.items() if d}

@@ -22,12 +22,14 @@ from projections.base import (
     Append,
     FoldContext,
     Item,
+    ItemsAt,
     Key,
     Merge,
     Projection,
     Row,
     by_index,
     insert_arrow,
+    items_by_seq,
 )
 from streams.base import Event
 from streams.events import requests as rq
@@ -234,10 +236,11 @@ class RequestsProjection(GenericRequestsProjection):
         }
 
     def fold(self, con: duckdb.DuckDBPyConnection, items: list[Item]) -> list[tuple[Item, str]]:
-        self.fold_prepared(con, self.prepare(items))
-        return []
+        return self.fold_prepared(con, self.prepare(items), items_by_seq(items))
 
-    def fold_prepared(self, con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
+    def fold_prepared(
+        self, con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], items_at: ItemsAt
+    ) -> list[tuple[Item, str]]:
         batch = tables["batch"]
         keys = batch.column("request_id").to_pylist()
         if len(set(keys)) == len(keys):
@@ -255,6 +258,7 @@ class RequestsProjection(GenericRequestsProjection):
                 part = batch.filter(pc.equal(column, n))
                 self._merge(con, part, part.column("request_id").to_pylist())
         insert_arrow(con, self.t("request_stages"), tables["stages"])
+        return []
 
     def _merge(self, con: duckdb.DuckDBPyConnection, batch: pa.Table, keys: list[str]) -> None:
         """Upsert the rows of ``batch`` (one per request) merged with the stored ones."""

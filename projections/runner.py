@@ -18,9 +18,11 @@ transaction, and the message that still fails is dead-lettered: the projection c
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import json
+import operator
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,8 +36,9 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from mvs.errors import ProjectionError
 from mvs.natsclient import MvsClient, RawSubscription
-from projections.base import Item, Prepared, Projection
+from projections.base import Item, ItemsAt, Prepared, Projection
 from projections.keyfilter import KeyFilter, has_repeats
 from streams.base import Event
 from streams.catalog import decode_event
@@ -61,6 +64,7 @@ __all__ = [
 
 CORE_SCHEMA = "core.sql"
 
+_seq_of = operator.attrgetter("seq")
 _NO_HASHES = np.empty(0, dtype=np.uint64)
 # A host keeps many tracked objects alive (a decode cache of events, the rows of a batch) and
 # makes several short-lived ones per event, so the default young-generation threshold (700)
@@ -525,7 +529,11 @@ class ProjectionRunner:
                 return False
         try:
             with transaction(con):
-                proj.fold_prepared(con, prepared.tables)
+                refused = proj.fold_prepared(con, prepared.tables, self._items_at(msgs))
+                if refused:
+                    self._dead_letter(
+                        [(RawMessage(i.seq, i.subject, i.raw), why) for i, why in refused]
+                    )
                 if proj.dedup:
                     self._insert(
                         proj.applied_table,
@@ -542,7 +550,24 @@ class ProjectionRunner:
         self.applied.add(new_hashes)
         self.events_applied += len(msgs)
         self.events_prepared += len(msgs)
+        self.dead_lettered += len(refused)
         return True
+
+    def _items_at(self, msgs: list[RawMessage]) -> ItemsAt:
+        """``items_at`` over a share's messages: each decoded when asked for."""
+        cache = self.decoder
+
+        def at(seqs: Sequence[int]) -> list[Item]:
+            out = []
+            for seq in seqs:
+                m = msgs[bisect.bisect_left(msgs, seq, key=_seq_of)]
+                if m.seq != seq:
+                    raise ProjectionError(f"no message of seq {seq} in the share")
+                event = decode_event(m.data) if cache is None else cache.decode(m.seq, m.data)
+                out.append(_new(Item, (m.seq, m.subject, event, m.data)))
+            return out
+
+        return at
 
     def _commit(self, msgs: list[RawMessage], failure: str | None = None) -> None:
         proj = self.projection
@@ -574,24 +599,27 @@ class ProjectionRunner:
                     {"event_id": [e for e, _ in new_ids], "seq": [s for _, s in new_ids]},
                 )
             if dead:
-                now = time.time()
-                self._insert(
-                    "dead_letters",
-                    {
-                        "projection": [self.name] * len(dead),
-                        "seq": [m.seq for m, _ in dead],
-                        "subject": [m.subject for m, _ in dead],
-                        "reason": [why for _, why in dead],
-                        "raw": [m.data for m, _ in dead],
-                        "recorded_at": [now] * len(dead),
-                    },
-                )
+                self._dead_letter(dead)
             last = msgs[-1].seq
             self._store_position(last)
         self.last_seq = last
         self.applied.add(new_hashes)
         self.events_applied += len(items)
         self.dead_lettered += len(dead)
+
+    def _dead_letter(self, dead: list[tuple[RawMessage, str]]) -> None:
+        now = time.time()
+        self._insert(
+            "dead_letters",
+            {
+                "projection": [self.name] * len(dead),
+                "seq": [m.seq for m, _ in dead],
+                "subject": [m.subject for m, _ in dead],
+                "reason": [why for _, why in dead],
+                "raw": [m.data for m, _ in dead],
+                "recorded_at": [now] * len(dead),
+            },
+        )
 
     def _unapplied(
         self, items: list[Item]

@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from mvs.bus import connect, jetstream
-from projections.base import Item
+from projections.base import Item, Prepared, items_by_seq
 from projections.history import history_row
 from projections.intake import prepare_shares
 from projections.memory import MemoryProjection
@@ -451,7 +451,6 @@ def _fold_requests_both_ways(events: list[Event], data: st.DataObject) -> list[A
     """Fold ``events`` in batches (cut anywhere) set-based and event by event. A batch of the
     set-based fold may be several shares laid out one by one and combined, as the feed
     combines a runner's held shares (a request then has a row in each)."""
-    from projections.base import Prepared
     from projections.requests import GenericRequestsProjection, RequestsProjection
 
     items = [Item(i + 1, subject_of(e), e, b"") for i, e in enumerate(events)]
@@ -472,7 +471,8 @@ def _fold_requests_both_ways(events: list[Event], data: st.DataObject) -> list[A
             con.execute("BEGIN TRANSACTION")
             if isinstance(proj, RequestsProjection):
                 laid = [Prepared.make([], proj.prepare(share)) for share in batch]
-                proj.fold_prepared(con, Prepared.combine(laid).tables)
+                whole = [item for share in batch for item in share]
+                proj.fold_prepared(con, Prepared.combine(laid).tables, items_by_seq(whole))
             else:
                 proj.fold(con, [item for share in batch for item in share])
             con.execute("COMMIT")
@@ -548,22 +548,49 @@ def test_columnar_memory_writes_equal_the_event_by_event_fold(
     bounds = [0, first, *cuts] if seeded else [0, *cuts]
     parts = [items[a:b] for a, b in zip(bounds, [*bounds[1:], len(items)], strict=True)]
     by_join = data.draw(st.booleans(), label="by_join")
+    # each batch also as shares laid out one by one (as the intake does) and combined
+    shares = []
+    for part in parts:
+        inner = sorted(data.draw(st.lists(st.integers(0, len(part)), max_size=3), label="shares"))
+        shares.append([
+            part[a:b] for a, b in zip([0, *inner], [*inner, len(part)], strict=True) if b > a
+        ])
     results = []
     with mock.patch.object(base, "INDEX_LOOKUP_MAX", 0 if by_join else base.INDEX_LOOKUP_MAX):
-        for cls in (MemoryProjection, _EventByEventMemory):
+        for cls, combined in (
+            (MemoryProjection, False), (MemoryProjection, True), (_EventByEventMemory, False)
+        ):
             con = duckdb.connect(":memory:")
             proj = cls()
             proj.create_schema(con)
             refused = []
-            for part in parts:
-                if part:
-                    con.execute("BEGIN TRANSACTION")
-                    refused += [(i.seq, why) for i, why in proj.fold(con, part)]
-                    con.execute("COMMIT")
+            for part, laid_out in zip(parts, shares, strict=True):
+                if not part:
+                    continue
+                con.execute("BEGIN TRANSACTION")
+                if combined:
+                    laid = Prepared.combine(
+                        [Prepared.make([], proj.prepare(share)) for share in laid_out]
+                    )
+                    done = proj.fold_prepared(con, laid.tables, items_by_seq(part))
+                else:
+                    done = proj.fold(con, part)
+                refused += [(i.seq, why) for i, why in done]
+                con.execute("COMMIT")
             tables = [
                 sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
                 for t in proj.tables
             ]
             results.append((sorted(refused), tables))
             con.close()
-    assert results[0] == results[1]
+    assert results[0] == results[2]
+    assert results[1] == results[2]
+
+
+def test_memory_writes_are_laid_out_with_the_columns_of_the_memories_table() -> None:
+    from projections.base import arrow_schema
+    from projections.memory import _WRITTEN_SCHEMA
+
+    con = duckdb.connect(":memory:")
+    MemoryProjection().create_schema(con)
+    assert arrow_schema(con, "memories") == _WRITTEN_SCHEMA
