@@ -95,7 +95,13 @@ def items_by_seq(items: list[Item]) -> ItemsAt:
     """``items_at`` over decoded items (in stream order, as a share is)."""
 
     def at(seqs: Sequence[int]) -> list[Item]:
-        return [items[bisect.bisect_left(items, s, key=_seq_of)] for s in seqs]
+        out = []
+        for seq in seqs:
+            i = bisect.bisect_left(items, seq, key=_seq_of)
+            if i == len(items) or items[i].seq != seq:
+                raise ValueError(f"no item of seq {seq} (items must be in stream order)")
+            out.append(items[i])
+        return out
 
     return at
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msgspec import UNSET
@@ -594,3 +595,13 @@ def test_memory_writes_are_laid_out_with_the_columns_of_the_memories_table() -> 
     con = duckdb.connect(":memory:")
     MemoryProjection().create_schema(con)
     assert arrow_schema(con, "memories") == _WRITTEN_SCHEMA
+
+
+def test_items_by_seq_finds_each_item_and_refuses_a_seq_it_does_not_hold() -> None:
+    events = [m.MemoryAccessed(memory_id=f"m{i}") for i in range(5)]
+    items = [Item(10 * (i + 1), subject_of(e), e, b"") for i, e in enumerate(events)]
+    at = items_by_seq(items)
+    assert at([50, 10, 30]) == [items[4], items[0], items[2]]
+    for missing in (5, 25, 60):
+        with pytest.raises(ValueError, match=f"no item of seq {missing}"):
+            at([missing])
