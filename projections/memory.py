@@ -11,6 +11,12 @@ Semantics (the reference the tests check against):
 * Relationships are keyed by (source, target, type): added replaces, removed deletes.
 * Group membership is kept once per (group, memory) with its first time.
 * ``sessions.memory_count`` is the number of live memories carrying the session id.
+
+The event-by-event definitions are in :mod:`projections.memory_rows`. This module folds a
+batch set-based where that has the same effect: the last writes of memories that are only
+written (then perhaps patched) in the batch as rows, the patches of memories nothing else
+touches as one ``UPDATE``, the rest event by event. The split is stateless
+(:meth:`MemoryProjection.prepare`), so the intake process makes it.
 """
 
 from __future__ import annotations
@@ -21,233 +27,26 @@ from typing import Any, ClassVar
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-from msgspec import UNSET
 
 from projections.base import (
-    DELETE,
-    Append,
     FoldContext,
-    Invalid,
     Item,
     ItemsAt,
     Key,
-    Merge,
     Projection,
-    Row,
-    dumps,
     insert_arrow,
     items_by_seq,
 )
-from streams.base import Event
+from projections.memory_rows import (
+    HANDLERS,
+    ON_MEMORIES,
+    not_live,
+    set_updated,
+    written_columns,
+)
 from streams.events import memory as m
 
 __all__ = ["MemoryProjection"]
-
-
-def _mem_key(item: Item) -> Key:
-    return (item.event.memory_id,)  # type: ignore[attr-defined]
-
-
-def written_columns(items: list[Item]) -> dict[str, list[Any]]:
-    """The ``memories`` rows of ``MemoryWritten`` items, column by column.
-
-    The one definition of a written memory: the generic fold takes it one row at a time
-    (:func:`_written`), :meth:`MemoryProjection.fold` a batch at a time.
-    """
-    evs: list[m.MemoryWritten] = [i.event for i in items]  # type: ignore[misc]
-    n = len(evs)
-    return {
-        "memory_id": [e.memory_id for e in evs],
-        "content": [e.content for e in evs],
-        "memory_type": [e.memory_type for e in evs],
-        "tier": [e.tier for e in evs],
-        "importance": [e.importance for e in evs],
-        "access_count": [e.access_count for e in evs],
-        "created_at": [e.occurred_at if e.created_at is None else e.created_at for e in evs],
-        "last_accessed_at": [e.last_accessed_at for e in evs],
-        "expires_at": [e.expires_at for e in evs],
-        "metadata": [dumps(e.metadata) for e in evs],
-        "metadata_raw": [e.metadata_raw for e in evs],
-        "tags": [dumps(e.tags) for e in evs],
-        "parent_id": [e.parent_id for e in evs],
-        "session_id": [e.session_id for e in evs],
-        "deleted": [False] * n,
-        "updated_at": [e.occurred_at for e in evs],
-        "last_seq": [i.seq for i in items],
-    }
-
-
-def _written(old: Row | None, item: Item, ctx: FoldContext) -> Row:
-    return {name: column[0] for name, column in written_columns([item]).items()}
-
-
-def _not_live(memory_id: str, row: Row | None) -> str | None:
-    """Why an event on this memory, whose row is ``row``, is refused (None: it is live)."""
-    if row is None:
-        return f"memory {memory_id!r} does not exist"
-    if row["deleted"]:
-        return f"memory {memory_id!r} is deleted"
-    return None
-
-
-def _live(old: Row | None, item: Item) -> Row:
-    why = _not_live(item.event.memory_id, old)  # type: ignore[attr-defined]
-    if why is not None:
-        raise Invalid(why)
-    assert old is not None
-    return dict(old)
-
-
-_UPDATABLE = ("content", "memory_type", "tier", "importance", "expires_at", "parent_id")
-
-
-def _set_updated(target: dict[str, Any], ev: m.MemoryUpdated) -> None:
-    """Set in ``target`` the fields ``ev`` carries (metadata and tags as JSON text)."""
-    for name in _UPDATABLE:
-        value = getattr(ev, name)
-        if value is not UNSET:
-            target[name] = value
-    if ev.metadata is not UNSET:
-        target["metadata"] = dumps(ev.metadata)
-    if ev.tags is not UNSET:
-        target["tags"] = dumps(ev.tags)
-
-
-def _updated(old: Row | None, item: Item, ctx: FoldContext) -> Row:
-    ev: m.MemoryUpdated = item.event  # type: ignore[assignment]
-    row = _live(old, item)
-    _set_updated(row, ev)
-    if ev.metadata is not UNSET:
-        row["metadata_raw"] = None
-    row["updated_at"] = ev.occurred_at
-    return row
-
-
-def _deleted(old: Row | None, item: Item, ctx: FoldContext) -> Row:
-    row = _live(old, item)
-    row["deleted"] = True
-    row["updated_at"] = item.event.occurred_at
-    return row
-
-
-def _accessed(old: Row | None, item: Item, ctx: FoldContext) -> Row:
-    row = _live(old, item)
-    row["access_count"] = (row["access_count"] or 0) + 1
-    row["last_accessed_at"] = item.event.occurred_at
-    return row
-
-
-def _reinforced(old: Row | None, item: Item, ctx: FoldContext) -> Row:
-    ev: m.MemoryReinforced | m.MemoryDecayed = item.event  # type: ignore[assignment]
-    row = _live(old, item)
-    row["importance"] = ev.importance
-    if ev.tier is not None:
-        row["tier"] = ev.tier
-    row["updated_at"] = ev.occurred_at
-    return row
-
-
-def _check_live(old: Row | None, item: Item, ctx: FoldContext) -> Row | None:
-    _live(old, item)
-    return old
-
-
-def _embedded(old: Row | None, item: Item, ctx: FoldContext) -> Row:
-    ev: m.MemoryEmbedded = item.event  # type: ignore[assignment]
-    return {"memory_id": ev.memory_id, "model": ev.model, "vector": list(ev.vector)}
-
-
-def _rel_key(item: Item) -> Key:
-    ev: Any = item.event
-    return (ev.source_memory_id, ev.target_memory_id, ev.relationship_type)
-
-
-def _rel_added(old: Row | None, item: Item, ctx: FoldContext) -> Row:
-    ev: m.RelationshipAdded = item.event  # type: ignore[assignment]
-    return {
-        "source_memory_id": ev.source_memory_id,
-        "target_memory_id": ev.target_memory_id,
-        "relationship_type": ev.relationship_type,
-        "strength": ev.strength,
-        "relationship_id": ev.relationship_id,
-        "created_at": ev.created_at if ev.created_at is not None else ev.occurred_at,
-    }
-
-
-def _rel_removed(old: Row | None, item: Item, ctx: FoldContext) -> Any:
-    return old if old is None else DELETE
-
-
-def _group_created(old: Row | None, item: Item, ctx: FoldContext) -> Row:
-    ev: m.ContextGroupCreated = item.event  # type: ignore[assignment]
-    return {
-        "group_id": ev.group_id,
-        "name": ev.name,
-        "description": ev.description,
-        "created_at": ev.created_at if ev.created_at is not None else ev.occurred_at,
-    }
-
-
-def _grouped(old: Row | None, item: Item, ctx: FoldContext) -> Row | None:
-    if old is not None:
-        return old
-    ev: m.MemoryGrouped = item.event  # type: ignore[assignment]
-    return {
-        "group_id": ev.group_id,
-        "memory_id": ev.memory_id,
-        "created_at": ev.created_at if ev.created_at is not None else ev.occurred_at,
-    }
-
-
-def _session(old: Row | None, item: Item, ctx: FoldContext) -> Row:
-    ev: m.SessionStarted = item.event  # type: ignore[assignment]
-    return {
-        "session_id": ev.session_id,
-        "user_id": ev.user_id,
-        "started_at": ev.started_at if ev.started_at is not None else ev.occurred_at,
-        "summary": ev.summary,
-        "memory_count": old["memory_count"] if old else 0,
-    }
-
-
-def _on_memory(fn: Any) -> tuple[Merge, ...]:
-    return (Merge("memories", _mem_key, fn),)
-
-
-_HANDLERS: dict[type[Event], tuple[Append | Merge, ...]] = {
-    m.MemoryWritten: _on_memory(_written),
-    m.MemoryUpdated: _on_memory(_updated),
-    m.MemoryDeleted: _on_memory(_deleted),
-    m.MemoryAccessed: _on_memory(_accessed),
-    m.MemoryReinforced: _on_memory(_reinforced),
-    m.MemoryDecayed: _on_memory(_reinforced),
-    m.MemoryEmbedded: (
-        Merge("memories", _mem_key, _check_live),
-        Merge("memory_embeddings", _mem_key, _embedded),
-    ),
-    m.RelationshipAdded: (Merge("memory_relationships", _rel_key, _rel_added),),
-    m.RelationshipRemoved: (Merge("memory_relationships", _rel_key, _rel_removed),),
-    m.ContextGroupCreated: (
-        Merge("context_groups", lambda i: (i.event.group_id,), _group_created),  # type: ignore[attr-defined]
-    ),
-    m.MemoryGrouped: (
-        Merge(
-            "context_group_members",
-            lambda i: (i.event.group_id, i.event.memory_id),  # type: ignore[attr-defined]
-            _grouped,
-        ),
-    ),
-    m.SessionStarted: (
-        Merge("sessions", lambda i: (i.event.session_id,), _session),  # type: ignore[attr-defined]
-    ),
-}
-
-
-# the event types whose fold reads or changes a row of ``memories``
-_ON_MEMORIES = frozenset(
-    t for t, hs in _HANDLERS.items()
-    if any(isinstance(h, Merge) and h.table == "memories" for h in hs)
-)
 
 
 def _split_writes(items: list[Item]) -> tuple[list[Item], list[Item]]:
@@ -263,7 +62,7 @@ def _split_writes(items: list[Item]) -> tuple[list[Item], list[Item]]:
     state: dict[str, int] = {}
     for i in items:
         kind = type(i.event)
-        if kind not in _ON_MEMORIES:
+        if kind not in ON_MEMORIES:
             continue
         memory = i.event.memory_id  # type: ignore[attr-defined]
         now = state.get(memory)
@@ -367,7 +166,7 @@ def _split_patches(items: list[Item]) -> tuple[list[Item], list[Item]]:
     blocked = {
         i.event.memory_id  # type: ignore[attr-defined]
         for i in items
-        if type(i.event) in _ON_MEMORIES and type(i.event) not in _PATCHES
+        if type(i.event) in ON_MEMORIES and type(i.event) not in _PATCHES
     }
     patches: list[Item] = []
     rest: list[Item] = []
@@ -396,7 +195,7 @@ def _patches(items: list[Item]) -> dict[str, dict[str, Any]]:
             continue
         patch["updated_at"] = ev.occurred_at
         if kind is m.MemoryUpdated:  # as _updated (metadata_raw: set_metadata in the SQL)
-            _set_updated(patch, ev)
+            set_updated(patch, ev)
         else:  # as _reinforced
             patch["importance"] = ev.importance
             if ev.tier is not None:
@@ -429,8 +228,9 @@ _WRITTEN_SCHEMA = pa.schema([
 ])
 # What prepare lays out, per share: the writes (rows of memories), the patches (one row per
 # patched memory) with their events (memory, seq: to refuse them), and the seqs of the rest
-# (folded one by one). ``shares`` counts each share's rows of each, so that shares laid out
-# one by one and combined (Prepared.combine) fold one after the other, as separate batches.
+# (folded one by one, with the memory each touches). ``shares`` counts each share's rows of
+# each, so that shares laid out one by one and combined (Prepared.combine) can be told apart:
+# they fold as one batch when that has the same effect (see _as_one), else one by one.
 _LAID = ("writes", "patches", "patched", "rest")
 _SHARES_SCHEMA = pa.schema([(name, pa.int64()) for name in _LAID])
 
@@ -455,7 +255,7 @@ class MemoryProjection(Projection):
         "sessions": ("session_id",),
         "memory_embeddings": ("memory_id",),
     }
-    handlers = _HANDLERS
+    handlers = HANDLERS
     filtered = ("memories", "memory_relationships", "context_group_members", "memory_embeddings")
 
     def reads(self, item: Item) -> Iterable[tuple[str, Key]]:
@@ -499,7 +299,7 @@ class MemoryProjection(Projection):
                 "memory_id": pa.array(
                     [
                         i.event.memory_id  # type: ignore[attr-defined]
-                        if type(i.event) in _ON_MEMORIES else None
+                        if type(i.event) in ON_MEMORIES else None
                         for i in rest
                     ],
                     pa.string(),
@@ -602,7 +402,7 @@ class MemoryProjection(Projection):
             con.unregister("_mvs_patches")
         rows = self._load(con, "memories", missing)
         # the UPDATE skipped exactly the memories that are not live
-        return {k: r for (k,) in missing if (r := _not_live(k, rows[(k,)])) is not None}
+        return {k: r for (k,) in missing if (r := not_live(k, rows[(k,)])) is not None}
 
     def _move_session_counts(self, con: duckdb.DuckDBPyConnection, delta: dict[str, int]) -> None:
         moved = {s: d for s, d in delta.items() if d}
