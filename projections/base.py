@@ -17,11 +17,12 @@ then has no effect on any table and goes to ``dead_letters``.
 from __future__ import annotations
 
 import bisect
+import operator
 import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar
 
 import duckdb
 import msgspec
@@ -45,11 +46,13 @@ __all__ = [
     "Row",
     "arrow_schema",
     "arrow_table",
+    "at_seq",
     "checksum",
     "dumps",
     "insert_arrow",
     "insert_columns",
     "insert_rows",
+    "items_by_seq",
 ]
 
 _sorted_json = msgspec.json.Encoder(order="sorted")
@@ -91,23 +94,28 @@ class Item(NamedTuple):
 ItemsAt = Callable[[Sequence[int]], list[Item]]
 
 
+class _HasSeq(Protocol):
+    @property
+    def seq(self) -> int: ...
+
+
+# anything with a stream sequence (a RawMessage, an Item)
+_Seqd = TypeVar("_Seqd", bound=_HasSeq)
+_seq_of = operator.attrgetter("seq")
+
+
+def at_seq(rows: Sequence[_Seqd], seq: int) -> _Seqd:
+    """The row of stream sequence ``seq`` among ``rows`` (messages or items, in stream
+    order, as a share is); ValueError if there is none."""
+    i = bisect.bisect_left(rows, seq, key=_seq_of)
+    if i == len(rows) or rows[i].seq != seq:
+        raise ValueError(f"no event of seq {seq} in the share (it must be in stream order)")
+    return rows[i]
+
+
 def items_by_seq(items: list[Item]) -> ItemsAt:
-    """``items_at`` over decoded items (in stream order, as a share is)."""
-
-    def at(seqs: Sequence[int]) -> list[Item]:
-        out = []
-        for seq in seqs:
-            i = bisect.bisect_left(items, seq, key=_seq_of)
-            if i == len(items) or items[i].seq != seq:
-                raise ValueError(f"no item of seq {seq} (items must be in stream order)")
-            out.append(items[i])
-        return out
-
-    return at
-
-
-def _seq_of(item: Item) -> int:
-    return item.seq
+    """``items_at`` over decoded items."""
+    return lambda seqs: [at_seq(items, seq) for seq in seqs]
 
 
 Row = dict[str, Any]

@@ -64,6 +64,8 @@ _local = threading.local()
 def id_hashes(ids: pa.Array) -> np.ndarray:
     """:func:`key_hashes` of event ids, where no database is at hand (an in-memory DuckDB
     of the calling thread computes them: the intake process lays batches out with them)."""
+    if not len(ids):  # a projection that keeps duplicates: no connection needed
+        return _EMPTY
     con = getattr(_local, "con", None)
     if con is None:
         con = _local.con = duckdb.connect(":memory:")

@@ -18,11 +18,9 @@ transaction, and the message that still fails is dead-lettered: the projection c
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import itertools
 import json
-import operator
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,9 +34,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from mvs.errors import ProjectionError
 from mvs.natsclient import MvsClient, RawSubscription
-from projections.base import Item, ItemsAt, Prepared, Projection
+from projections.base import Item, ItemsAt, Prepared, Projection, at_seq
 from projections.keyfilter import KeyFilter, has_repeats
 from streams.base import Event
 from streams.catalog import decode_event
@@ -64,7 +61,6 @@ __all__ = [
 
 CORE_SCHEMA = "core.sql"
 
-_seq_of = operator.attrgetter("seq")
 _NO_HASHES = np.empty(0, dtype=np.uint64)
 # A host keeps many tracked objects alive (a decode cache of events, the rows of a batch) and
 # makes several short-lived ones per event, so the default young-generation threshold (700)
@@ -560,9 +556,7 @@ class ProjectionRunner:
         def at(seqs: Sequence[int]) -> list[Item]:
             out = []
             for seq in seqs:
-                m = msgs[bisect.bisect_left(msgs, seq, key=_seq_of)]
-                if m.seq != seq:
-                    raise ProjectionError(f"no message of seq {seq} in the share")
+                m = at_seq(msgs, seq)
                 event = decode_event(m.data) if cache is None else cache.decode(m.seq, m.data)
                 out.append(_new(Item, (m.seq, m.subject, event, m.data)))
             return out

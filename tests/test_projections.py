@@ -603,5 +603,5 @@ def test_items_by_seq_finds_each_item_and_refuses_a_seq_it_does_not_hold() -> No
     at = items_by_seq(items)
     assert at([50, 10, 30]) == [items[4], items[0], items[2]]
     for missing in (5, 25, 60):
-        with pytest.raises(ValueError, match=f"no item of seq {missing}"):
+        with pytest.raises(ValueError, match=f"no event of seq {missing}"):
             at([missing])
