@@ -34,6 +34,7 @@ from nats.js.errors import APIError
 
 from mvs.errors import MvsError
 from mvs.eventstore_js import ReplyMux
+from mvs.tasks import cancel_and_wait
 from streams.subjects import token, untoken
 
 __all__ = ["NatsRuntime", "StoreNames", "translate_error"]
@@ -228,8 +229,12 @@ class NatsRuntime:
         # The loop thread has ended: finish what is still pending (calls from threads that
         # raced with close, nats-py's internal tasks) here, as asyncio.run does.
         pending = asyncio.all_tasks(self.loop)
-        for task in pending:
-            task.cancel()
+
+        async def _cancel_all() -> None:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*(cancel_and_wait(t) for t in pending))
+
         with contextlib.suppress(Exception):
-            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.run_until_complete(_cancel_all())
         self.loop.close()

@@ -33,6 +33,7 @@ from mvs.errors import BusError, ConfigError
 from mvs.logs import get_logger
 from mvs.metrics import FLAG_DECISIONS, FLAG_FRACTION
 from mvs.publisher import EventPublisher
+from mvs.tasks import cancel_and_wait
 from streams.events.system import FeatureFlagSet
 
 __all__ = ["FLAGS_BUCKET", "FlagStore", "FlagValue", "bucket_point"]
@@ -157,9 +158,7 @@ class FlagStore:
                 await self._watcher.stop()
             self._watcher = None
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     def fraction(self, name: str) -> float:

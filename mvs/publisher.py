@@ -30,6 +30,7 @@ from nats.js.api import PubAck
 from mvs.errors import BusError
 from mvs.logs import get_logger
 from mvs.metrics import BUS_BATCH_SIZE, BUS_EVENTS, BUS_FLUSH_SECONDS
+from mvs.tasks import cancel_and_wait
 from streams.base import Event
 from streams.catalog import encode_event, subject_of
 
@@ -126,9 +127,7 @@ class EventPublisher:
         await self.flush()
         self._closing = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:

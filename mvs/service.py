@@ -86,6 +86,7 @@ from mvs.rpc import (
     Heartbeat,
     ServiceClient,
 )
+from mvs.tasks import cancel_and_wait
 from streams.events.system import (
     HealthStatus,
     ServiceDeregistered,
@@ -278,8 +279,7 @@ class Service:
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)
         await self.on_stop()
         SERVICE_UP.labels(self.name).set(0)
         with contextlib.suppress(MvsError):

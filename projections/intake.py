@@ -47,6 +47,7 @@ from typing import IO, Any, NamedTuple
 import msgspec
 
 from mvs.errors import ProjectionError
+from mvs.tasks import cancel_and_wait
 from projections.base import Item, Prepared, Projection
 from projections.registry import projection
 from projections.runner import Columns, Puller, RawMessage
@@ -481,9 +482,7 @@ async def _intake(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         if pumping.done():
             pumping.result()  # the pump's failure
     finally:
-        pumping.cancel()
-        with contextlib.suppress(BaseException):
-            await pumping
+        await cancel_and_wait(pumping)
         frames.put(None)
         await loop.run_in_executor(None, sender.join)
         with contextlib.suppress(Exception):

@@ -175,3 +175,44 @@ def test_calling_a_service_that_is_not_running_names_it(nats_url: str) -> None:
             await ctx.close()
 
     asyncio.run(main())
+
+
+class Stubborn(Greeter):
+    """A background loop whose first cancel is lost, as Python 3.11's ``wait_for`` loses one
+    that lands with the awaited result (AsyncProcessor's loop did; its stop then hung)."""
+
+    name = "Stubborn"
+
+    async def on_start(self) -> None:
+        self.cancels = 0
+        self.spawn(self._loop(), name="stubborn-loop")
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                self.cancels += 1
+                if self.cancels > 1:
+                    raise
+
+
+def test_a_background_loop_that_loses_a_cancel_does_not_hold_up_the_stop(nats_url: str) -> None:
+    async def main() -> None:
+        ctx = await ServiceContext.connect(nats_url)
+        await apply_streams(ctx.js)
+        svc = Stubborn(ctx)
+        await svc.start()
+        try:
+            # waited for, not cancelled: a cancel from outside would end the loop by itself
+            stopping = asyncio.create_task(svc.stop())
+            done, _ = await asyncio.wait({stopping}, timeout=5)
+            assert done, "the service's stop waits for a loop that let a cancel pass"
+            assert svc.cancels == 2
+            with pytest.raises(ServiceCallError, match="Stubborn is not running"):
+                await ServiceClient(ctx.nc, timeout=1).call("Stubborn", "greet",
+                                                            Greet(name="x"), Greeting)
+        finally:
+            await ctx.close()
+
+    asyncio.run(main())
