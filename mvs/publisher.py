@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import nats.errors
 import nats.js.errors
@@ -40,6 +41,21 @@ log = get_logger("publisher")
 
 _ACK_TIMEOUT_S = 5.0
 _RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+class _Outgoing(NamedTuple):
+    """A background event, encoded when it was emitted."""
+
+    subject: str
+    data: bytes
+    msg_id: str
+
+
+def _encoded(event: Event) -> _Outgoing:
+    try:
+        return _Outgoing(subject_of(event), encode_event(event), event.event_id)
+    except Exception as exc:  # msgspec's TypeError/EncodeError, a key that is no subject
+        raise BusError(f"cannot encode {event.type_tag} event: {exc}") from exc
 
 
 class EventPublisher:
@@ -63,7 +79,7 @@ class EventPublisher:
         self.batch_size = batch_size
         self.batch_timeout_s = batch_timeout_ms / 1000.0
         self.max_pending = max_pending
-        self._pending: list[Event] = []
+        self._pending: list[_Outgoing] = []
         self._first_at = 0.0
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
@@ -75,10 +91,10 @@ class EventPublisher:
     async def publish(self, event: Event, *, headers: dict[str, str] | None = None) -> PubAck:
         """Append one event now and wait for the stream's acknowledgement."""
         hdrs = {"Nats-Msg-Id": event.event_id, **(headers or {})}
+        out = _encoded(event)
         try:
-            ack = await self._js.publish(
-                subject_of(event), encode_event(event), headers=hdrs, timeout=_ACK_TIMEOUT_S
-            )
+            ack = await self._js.publish(out.subject, out.data, headers=hdrs,
+                                         timeout=_ACK_TIMEOUT_S)
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             BUS_EVENTS.labels("interactive", "error").inc()
             raise BusError(f"could not append {event.type_tag} event: {exc!r}") from exc
@@ -92,9 +108,10 @@ class EventPublisher:
         """
         if self._closing:
             raise BusError("the publisher is closed")
+        out = _encoded(event)  # here: an event that can never be sent fails its caller
         if not self._pending:
             self._first_at = time.monotonic()
-        self._pending.append(event)
+        self._pending.append(out)
         self._idle.clear()
         if len(self._pending) > self.max_pending:
             dropped = len(self._pending) - self.max_pending
@@ -146,12 +163,17 @@ class EventPublisher:
             del self._pending[: len(batch)]
             if self._pending:
                 self._first_at = time.monotonic()
-            await self._send(batch)
+            try:
+                await self._send(batch)
+            except Exception:  # a bug here must not stop every later event, or hang flush()
+                BUS_EVENTS.labels("background", "dropped").inc(len(batch))
+                log.exception("background publish failed; batch dropped",
+                              extra={"dropped": len(batch)})
             if not self._pending:
                 self._wake.clear()
                 self._idle.set()
 
-    async def _send(self, batch: list[Event]) -> None:
+    async def _send(self, batch: list[_Outgoing]) -> None:
         started = time.perf_counter()
         todo = batch
         for attempt, backoff in enumerate((*_RETRY_BACKOFF_S, None)):
@@ -167,16 +189,16 @@ class EventPublisher:
         BUS_BATCH_SIZE.observe(len(batch))
         BUS_FLUSH_SECONDS.observe(time.perf_counter() - started)
 
-    async def _send_once(self, batch: list[Event]) -> list[Event]:
+    async def _send_once(self, batch: list[_Outgoing]) -> list[_Outgoing]:
         """Pipeline the batch; return the events that were not acknowledged."""
         futures: list[asyncio.Future[PubAck]] = []
-        sent: list[Event] = []
+        sent: list[_Outgoing] = []
         try:
             for event in batch:
                 fut = await self._js.publish_async(
-                    subject_of(event),
-                    encode_event(event),
-                    headers={"Nats-Msg-Id": event.event_id},
+                    event.subject,
+                    event.data,
+                    headers={"Nats-Msg-Id": event.msg_id},
                     wait_stall=_ACK_TIMEOUT_S,
                 )
                 futures.append(fut)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from nats.js import JetStreamContext
 
 from mvs.bus import connect
+from mvs.errors import BusError
 from mvs.publisher import EventPublisher
 from streams.definitions import apply_streams
-from streams.events.system import HostSampled
+from streams.events.system import HostSampled, ServiceHealth
 
 
 def _sample(i: int) -> HostSampled:
@@ -87,6 +89,33 @@ def test_a_retried_batch_is_stored_once(nats_url: str) -> None:
             pub.emit_many(events)  # same event ids: a retry after a lost ack
             await pub.flush()
             assert await _count(js) == 10
+        finally:
+            await pub.close()
+            await nc.close()
+
+    asyncio.run(main())
+
+
+def test_an_event_that_cannot_be_encoded_fails_its_caller_and_the_queue_goes_on(
+    nats_url: str,
+) -> None:
+    async def main() -> None:
+        nc = await connect(nats_url)
+        js = nc.jetstream()
+        await apply_streams(js)
+        pub = EventPublisher(js, batch_size=100, batch_timeout_ms=50)
+        # frozen Structs do not check types when built: this one only fails when encoded
+        bad = ServiceHealth(service="S", status="healthy", host="h",
+                            checks={"db": object()})  # type: ignore[dict-item]
+        try:
+            pub.emit(_sample(1))
+            with pytest.raises(BusError, match=r"cannot encode service\.health\.v2 event"):
+                pub.emit(bad)
+            with pytest.raises(BusError, match=r"cannot encode service\.health\.v2 event"):
+                await pub.publish(bad)
+            pub.emit(_sample(2))
+            await asyncio.wait_for(pub.flush(), 10)
+            assert await _count(js) == 2 and pub.pending == 0
         finally:
             await pub.close()
             await nc.close()
