@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mvs.bus import NatsEndpoint, connect
@@ -92,3 +96,34 @@ def test_endpoint_shares_a_running_embedded_server(tmp_path: Path) -> None:
             assert not second.embedded
             assert second.url == first.url
     assert not settings.runtime_file.exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux")
+def test_a_server_whose_owner_is_killed_stops_too(tmp_path: Path) -> None:
+    """A test process killed by a timeout (or a supervisor killed with SIGKILL) leaves no
+    nats-server behind on its port and store."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from mvs.natsserver import NatsServer\n"
+        "s = NatsServer(store_dir=Path(sys.argv[1]), port=0)\n"
+        "s.start()\n"
+        "print(s.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "nats")],
+                             stdout=subprocess.PIPE, text=True)
+    server_pid = 0
+    try:
+        assert owner.stdout is not None
+        server_pid = int(owner.stdout.readline())
+        assert psutil.pid_exists(server_pid)
+        owner.kill()  # no cleanup code of the owner runs
+        owner.wait()
+        gone, _ = psutil.wait_procs([psutil.Process(server_pid)], timeout=15)
+        assert gone, "nats-server outlived the process that started it"
+    finally:
+        owner.kill()
+        with contextlib.suppress(psutil.Error, ValueError):
+            if server_pid:
+                psutil.Process(server_pid).kill()
