@@ -6,7 +6,6 @@ the Python interpreter of the venv.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import shutil
@@ -16,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from mvs.errors import NatsUnavailable
+from mvs.procs import die_with_parent_hook
 
 __all__ = ["NatsServer", "find_nats_server_binary"]
 
@@ -106,7 +105,7 @@ class NatsServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if _PRCTL is not None else None,
+                preexec_fn=die_with_parent_hook(),
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -149,31 +148,6 @@ class NatsServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _load_prctl() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:  # loaded here, before any fork: the child only makes the call
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the forked child: SIGTERM when the thread that started the server dies.
-
-    A test process killed by a timeout, or a supervisor killed with SIGKILL, would otherwise
-    leave its server running on its port and store; SIGTERM still lets JetStream flush. The
-    signal follows the *thread* that started the server, so start it from one that lives as long
-    as the server should (the CLI's and the test fixtures' main thread do).
-    """
-    assert _PRCTL is not None
-    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _explain_failure(log_text: str, host: str, port: int) -> str:

@@ -41,6 +41,9 @@ log = get_logger("publisher")
 
 _ACK_TIMEOUT_S = 5.0
 _RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+# how long close() waits for the queue to drain: with the server gone, the retries above
+# would hold a stopping process for ~25 s per batch
+_CLOSE_TIMEOUT_S = 5.0
 
 
 class _Outgoing(NamedTuple):
@@ -87,6 +90,7 @@ class EventPublisher:
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._sending = 0  # events of the batch on its way
 
     async def publish(self, event: Event, *, headers: dict[str, str] | None = None) -> PubAck:
         """Append one event now and wait for the stream's acknowledgement."""
@@ -139,9 +143,17 @@ class EventPublisher:
             self._full.set()
         await self._idle.wait()
 
-    async def close(self) -> None:
-        """Flush what is queued, then stop the background task."""
-        await self.flush()
+    async def close(self, timeout: float = _CLOSE_TIMEOUT_S) -> None:
+        """Flush what is queued, for at most ``timeout`` seconds, then stop the background
+        task. Events still not appended then (the server is gone) are logged and counted as
+        dropped."""
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except TimeoutError:
+            left = len(self._pending) + self._sending
+            BUS_EVENTS.labels("background", "dropped").inc(left)
+            log.error("closing with background events the event log did not acknowledge",
+                      extra={"dropped": left, "timeout_s": timeout})
         self._closing = True
         if self._task is not None:
             await cancel_and_wait(self._task)
@@ -163,12 +175,14 @@ class EventPublisher:
             del self._pending[: len(batch)]
             if self._pending:
                 self._first_at = time.monotonic()
+            self._sending = len(batch)
             try:
                 await self._send(batch)
             except Exception:  # a bug here must not stop every later event, or hang flush()
                 BUS_EVENTS.labels("background", "dropped").inc(len(batch))
                 log.exception("background publish failed; batch dropped",
                               extra={"dropped": len(batch)})
+            self._sending = 0
             if not self._pending:
                 self._wake.clear()
                 self._idle.set()

@@ -155,7 +155,13 @@ class ServiceContext:
         await self.events.close()
         if self.flags is not None:
             await self.flags.stop()
-        await self.nc.drain()
+        if self.nc.is_connected:
+            with contextlib.suppress(nats.errors.Error):
+                await self.nc.drain()
+        if not self.nc.is_closed:  # the server is gone: nothing to drain into
+            # nats-py's close drains the lost socket once more and raises; closed all the same
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await self.nc.close()
 
 
 _msgpack = msgspec.msgpack.Encoder()
@@ -282,12 +288,14 @@ class Service:
             await cancel_and_wait(task)
         await self.on_stop()
         SERVICE_UP.labels(self.name).set(0)
+        gone = ServiceDeregistered(
+            service=self.name, instance_id=self.instance_id, reason=reason, source=self.name
+        )
         with contextlib.suppress(MvsError):
-            await self.ctx.events.publish(
-                ServiceDeregistered(
-                    service=self.name, instance_id=self.instance_id, reason=reason, source=self.name
-                )
-            )
+            if self.ctx.nc.is_connected:
+                await self.ctx.events.publish(gone)
+            else:  # not 5 s per service for an ack that cannot come: queued, and bounded
+                self.ctx.events.emit(gone)  # by the publisher's close
         self.log.info("service stopped", extra={"service": self.name, "reason": reason})
 
     async def health(self) -> HealthReply:

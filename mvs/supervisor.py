@@ -36,6 +36,7 @@ from mvs.config import MvsConfig, load_config
 from mvs.errors import MvsError, ServiceCallError
 from mvs.logs import configure_logging, get_logger
 from mvs.metrics import SUPERVISOR_RESTARTS
+from mvs.procs import die_with_parent_hook
 from mvs.publisher import EventPublisher
 from mvs.rpc import HealthReply, ServiceClient
 from mvs.settings import Settings, load_settings
@@ -223,7 +224,7 @@ class Supervisor:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "mvs.runner", "--process", group, "--scope", self.host,
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                env=self._child_env(),
+                env=self._child_env(), preexec_fn=die_with_parent_hook(),
             )
         child = _Child(group, proc, time.monotonic(), failures)
         child.watcher = asyncio.get_running_loop().create_task(self._watch(child))

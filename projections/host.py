@@ -206,8 +206,8 @@ class ProjectionHost:
         try:
             await task
         finally:
-            await self.nc.flush()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # the server may be gone: still close the feed
+                await self.nc.flush()
                 await self.feed.settle()
             await self.feed.close()
 
@@ -218,21 +218,21 @@ class ProjectionHost:
         self._subs.clear()
         try:
             await self._halt()
-        finally:
+        finally:  # whatever the feed did, the file is closed (and checkpointed)
             self.feed = None
             self.runners.clear()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-        with contextlib.suppress(FileNotFoundError):
-            if self._owns_advert():
-                self.advert_path.unlink()
-        if self.db is not None:
-            self.db.close()
-            self.db = None
-        if self._gc_before is not None:
-            gc.set_threshold(*self._gc_before)
-            self._gc_before = None
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+            with contextlib.suppress(FileNotFoundError):
+                if self._owns_advert():
+                    self.advert_path.unlink()
+            if self.db is not None:
+                self.db.close()
+                self.db = None
+            if self._gc_before is not None:
+                gc.set_threshold(*self._gc_before)
+                self._gc_before = None
 
     async def wait_for(self, seq: int, *, timeout: float | None = 60.0) -> None:
         """Return once every projection has applied every event of its subjects up to ``seq``."""

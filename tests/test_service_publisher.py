@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 
 import pytest
 from nats.js import JetStreamContext
 
 from mvs.bus import connect
 from mvs.errors import BusError
+from mvs.natsserver import NatsServer
 from mvs.publisher import EventPublisher
 from streams.definitions import apply_streams
 from streams.events.system import HostSampled, ServiceHealth
@@ -121,3 +124,29 @@ def test_an_event_that_cannot_be_encoded_fails_its_caller_and_the_queue_goes_on(
             await nc.close()
 
     asyncio.run(main())
+
+
+def test_closing_with_the_server_gone_names_what_was_not_appended_and_returns(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        nc = await connect(nats_server.url)  # reconnects for ever, as services do
+        js = nc.jetstream()
+        await apply_streams(js)
+        pub = EventPublisher(js, batch_size=100, batch_timeout_ms=50)
+        try:
+            nats_server.stop()
+            for i in range(3):
+                pub.emit(_sample(i))
+            # retries against a server that is gone would hold close() for ~25 s per batch
+            closing = asyncio.create_task(pub.close(timeout=0.5))
+            done, _ = await asyncio.wait({closing}, timeout=10)
+            assert done, "close() waited on a server that is gone"
+        finally:
+            with contextlib.suppress(OSError):  # nats-py: the lost socket's last drain
+                await nc.close()
+
+    with caplog.at_level(logging.ERROR, logger="mvs.publisher"):
+        asyncio.run(main())
+    [record] = [r for r in caplog.records if "did not acknowledge" in r.getMessage()]
+    assert getattr(record, "dropped", None) == 3

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -202,3 +203,21 @@ def test_a_crashed_service_process_is_restarted_and_both_are_events(
             await nc.close()
 
     asyncio.run(main())
+
+
+def test_a_killed_supervisor_takes_its_server_and_service_processes_with_it(
+    mvs_env: dict[str, str],
+) -> None:
+    """SIGKILL runs none of the supervisor's cleanup: without the parent-death signal its
+    service processes went on serving for a minute and more (and answered a second `mvs up`
+    twice, the old core holding the DuckDB file), its nats-server for ever."""
+    assert _mvs(mvs_env, "up").returncode == 0
+    state = _state(mvs_env)
+    children = [psutil.Process(p) for p in state["processes"].values()]
+    server = [c for c in psutil.Process(state["pid"]).children() if "nats-server" in c.name()]
+    assert len(server) == 1 and len(children) == len(state["processes"]) >= 3
+    os.kill(state["pid"], signal.SIGKILL)
+    # the runners stop their services (the server going away as they do): bounded, not a
+    # minute of retries against a server that is gone
+    _gone, alive = psutil.wait_procs([*children, *server], timeout=30)
+    assert not alive, f"outlived their supervisor: {[p.cmdline() for p in alive]}"
