@@ -231,8 +231,6 @@ class NatsRuntime:
         pending = asyncio.all_tasks(self.loop)
 
         async def _cancel_all() -> None:
-            for task in pending:
-                task.cancel()
             await asyncio.gather(*(cancel_and_wait(t) for t in pending))
 
         with contextlib.suppress(Exception):

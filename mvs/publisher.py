@@ -208,15 +208,15 @@ class EventPublisher:
         futures: list[asyncio.Future[PubAck]] = []
         sent: list[_Outgoing] = []
         try:
-            for event in batch:
+            for out in batch:
                 fut = await self._js.publish_async(
-                    event.subject,
-                    event.data,
-                    headers={"Nats-Msg-Id": event.msg_id},
+                    out.subject,
+                    out.data,
+                    headers={"Nats-Msg-Id": out.msg_id},
                     wait_stall=_ACK_TIMEOUT_S,
                 )
                 futures.append(fut)
-                sent.append(event)
+                sent.append(out)
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             log.warning("background publish failed", extra={"error": repr(exc)})
         failed = batch[len(sent) :]  # the ones after a send error never left
@@ -224,9 +224,9 @@ class EventPublisher:
             _done, not_done = await asyncio.wait(futures, timeout=_ACK_TIMEOUT_S)
             for fut in not_done:
                 fut.cancel()
-            for event, fut in zip(sent, futures, strict=True):
+            for out, fut in zip(sent, futures, strict=True):
                 if fut in not_done or fut.cancelled() or fut.exception() is not None:
-                    failed.append(event)
+                    failed.append(out)
         ok = len(batch) - len(failed)
         if ok:
             BUS_EVENTS.labels("background", "ok").inc(ok)

@@ -282,10 +282,7 @@ class Service:
         if self._micro is not None:
             await self._micro.stop()
             self._micro = None
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            await cancel_and_wait(task)
+        await asyncio.gather(*(cancel_and_wait(task) for task in list(self._tasks)))
         await self.on_stop()
         SERVICE_UP.labels(self.name).set(0)
         gone = ServiceDeregistered(

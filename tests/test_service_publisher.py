@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from nats.js import JetStreamContext
@@ -21,6 +23,21 @@ def _sample(i: int) -> HostSampled:
     return HostSampled(host=f"h{i}", cpu_percent=1.0, memory_used_mb=1.0, memory_total_mb=2.0)
 
 
+@contextlib.asynccontextmanager
+async def _publisher(url: str, **options: Any) -> AsyncIterator[tuple[EventPublisher,
+                                                                      JetStreamContext]]:
+    """A publisher on a fresh connection to ``url``, the streams applied; closed after."""
+    nc = await connect(url)
+    js = nc.jetstream()
+    await apply_streams(js)
+    pub = EventPublisher(js, **options)
+    try:
+        yield pub, js
+    finally:
+        await pub.close()
+        await nc.close()
+
+
 async def _count(js: JetStreamContext) -> int:
     info = await js.stream_info("MVS_EVENTS")
     return int(info.state.messages)
@@ -28,12 +45,8 @@ async def _count(js: JetStreamContext) -> int:
 
 def test_a_full_batch_flushes_without_waiting_for_the_timeout(nats_url: str) -> None:
     async def main() -> None:
-        nc = await connect(nats_url)
-        js = nc.jetstream()
-        await apply_streams(js)
         # a timeout so long that only the size trigger can explain a flush
-        pub = EventPublisher(js, batch_size=100, batch_timeout_ms=60_000)
-        try:
+        async with _publisher(nats_url, batch_size=100, batch_timeout_ms=60_000) as (pub, js):
             for i in range(100):
                 pub.emit(_sample(i))
             for _ in range(100):
@@ -46,9 +59,6 @@ def test_a_full_batch_flushes_without_waiting_for_the_timeout(nats_url: str) -> 
             assert await _count(js) == 100 and pub.pending == 1
             await pub.flush()  # ...or an explicit flush
             assert await _count(js) == 101 and pub.pending == 0
-        finally:
-            await pub.close()
-            await nc.close()
 
     asyncio.run(main())
 
@@ -57,11 +67,7 @@ def test_background_events_arrive_after_the_batch_timeout_and_interactive_ones_a
     nats_url: str,
 ) -> None:
     async def main() -> None:
-        nc = await connect(nats_url)
-        js = nc.jetstream()
-        await apply_streams(js)
-        pub = EventPublisher(js, batch_size=100, batch_timeout_ms=50)
-        try:
+        async with _publisher(nats_url, batch_size=100, batch_timeout_ms=50) as (pub, js):
             pub.emit(_sample(1))
             pub.emit(_sample(2))
             assert await _count(js) == 0
@@ -72,29 +78,19 @@ def test_background_events_arrive_after_the_batch_timeout_and_interactive_ones_a
                     break
                 await asyncio.sleep(0.02)
             assert await _count(js) == 3
-        finally:
-            await pub.close()
-            await nc.close()
 
     asyncio.run(main())
 
 
 def test_a_retried_batch_is_stored_once(nats_url: str) -> None:
     async def main() -> None:
-        nc = await connect(nats_url)
-        js = nc.jetstream()
-        await apply_streams(js)
-        pub = EventPublisher(js)
-        try:
+        async with _publisher(nats_url) as (pub, js):
             events = [_sample(i) for i in range(10)]
             pub.emit_many(events)
             await pub.flush()
             pub.emit_many(events)  # same event ids: a retry after a lost ack
             await pub.flush()
             assert await _count(js) == 10
-        finally:
-            await pub.close()
-            await nc.close()
 
     asyncio.run(main())
 
@@ -103,14 +99,10 @@ def test_an_event_that_cannot_be_encoded_fails_its_caller_and_the_queue_goes_on(
     nats_url: str,
 ) -> None:
     async def main() -> None:
-        nc = await connect(nats_url)
-        js = nc.jetstream()
-        await apply_streams(js)
-        pub = EventPublisher(js, batch_size=100, batch_timeout_ms=50)
-        # frozen Structs do not check types when built: this one only fails when encoded
-        bad = ServiceHealth(service="S", status="healthy", host="h",
-                            checks={"db": object()})  # type: ignore[dict-item]
-        try:
+        async with _publisher(nats_url, batch_size=100, batch_timeout_ms=50) as (pub, js):
+            # frozen Structs do not check types when built: this one only fails when encoded
+            bad = ServiceHealth(service="S", status="healthy", host="h",
+                                checks={"db": object()})  # type: ignore[dict-item]
             pub.emit(_sample(1))
             with pytest.raises(BusError, match=r"cannot encode service\.health\.v2 event"):
                 pub.emit(bad)
@@ -119,9 +111,6 @@ def test_an_event_that_cannot_be_encoded_fails_its_caller_and_the_queue_goes_on(
             pub.emit(_sample(2))
             await asyncio.wait_for(pub.flush(), 10)
             assert await _count(js) == 2 and pub.pending == 0
-        finally:
-            await pub.close()
-            await nc.close()
 
     asyncio.run(main())
 
