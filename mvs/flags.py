@@ -39,6 +39,8 @@ from streams.events.system import FeatureFlagSet
 __all__ = ["FLAGS_BUCKET", "FlagStore", "FlagValue", "bucket_point"]
 
 FLAGS_BUCKET = "mvs_flags"
+_BUCKET_STREAM = f"KV_{FLAGS_BUCKET}"  # JetStream's names for a KV bucket's stream and keys
+_KEY_PREFIX = f"$KV.{FLAGS_BUCKET}."
 log = get_logger("flags")
 
 
@@ -67,11 +69,13 @@ class FlagStore:
 
     def __init__(
         self,
+        js: JetStreamContext,
         kv: KeyValue,
         *,
         events: EventPublisher | None,
         known: tuple[str, ...],
     ) -> None:
+        self._js = js
         self._kv = kv
         self._events = events
         self.known = known
@@ -104,7 +108,7 @@ class FlagStore:
                 )
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             raise BusError(f"cannot open the {FLAGS_BUCKET} KV bucket: {exc!r}") from exc
-        store = cls(kv, events=events, known=tuple(defaults))
+        store = cls(js, kv, events=events, known=tuple(defaults))
         for name, fraction in defaults.items():
             value = FlagValue(fraction=fraction, updated_at=time.time(), actor="config-default")
             # create() only writes a key that does not exist: defaults never undo an operator's set
@@ -116,13 +120,25 @@ class FlagStore:
         return store
 
     async def _load(self) -> None:
+        """Read every flag's current value.
+
+        The keys come from the bucket's stream state, not from ``kv.keys()``: that one runs a
+        watcher whose end marker nats-py queues *before* the values when the server's
+        consumer-info reply overtakes the deliveries (seen on a loaded CI machine), so it can
+        read a full bucket as empty; and every call leaves an ephemeral consumer behind for
+        5 minutes. A deleted or purged key has no current value and is skipped.
+        """
         try:
-            keys = await self._kv.keys()
-        except nats.js.errors.NoKeysError:
-            keys = []
-        for key in keys:
-            entry = await self._kv.get(key)
-            self._apply(key, entry.value)
+            info = await self._js.stream_info(_BUCKET_STREAM, subjects_filter=f"{_KEY_PREFIX}>")
+            for subject in sorted(info.state.subjects or {}):
+                key = subject.removeprefix(_KEY_PREFIX)
+                try:
+                    entry = await self._kv.get(key)
+                except nats.js.errors.KeyNotFoundError:
+                    continue
+                self._apply(key, entry.value)
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise BusError(f"cannot read the {FLAGS_BUCKET} KV bucket: {exc!r}") from exc
 
     def _apply(self, key: str, raw: bytes | None) -> None:
         if raw is None:

@@ -72,3 +72,33 @@ def test_set_reaches_other_processes_within_a_second_and_is_an_event(nats_url: s
             await nc2.close()
 
     asyncio.run(main())
+
+
+def test_a_fresh_store_reads_every_current_value_and_leaves_no_consumer(nats_url: str) -> None:
+    """Reading the bucket is a stream-state query, not a watcher: nats-py's ``kv.keys()`` can
+    report a full bucket as empty when the consumer-info reply overtakes the deliveries, and
+    each call leaves an ephemeral consumer on the bucket for 5 minutes."""
+
+    async def main() -> None:
+        nc = await connect(nats_url)
+        js = nc.jetstream()
+        writer = await FlagStore.open(js, defaults=DEFAULTS, watch=False)
+        for i, name in enumerate(DEFAULTS):
+            await writer.set(name, 0.25 * (i + 1), actor="test")
+        kv = await js.key_value("mvs_flags")
+        await kv.delete("use_consolidated_emotion")
+        await kv.put("stray", b"not msgpack")  # named in the log, never a value
+        await writer.stop()
+        try:
+            for _ in range(20):
+                store = await FlagStore.open(js, watch=False)
+                assert {n: v.fraction for n, v in store.snapshot().items()} == {
+                    "use_mvs_routing": 0.25, "use_unified_memory": 0.5,
+                }
+                await store.stop()
+            info = await js.stream_info("KV_mvs_flags")
+            assert info.state.consumer_count == 0
+        finally:
+            await nc.close()
+
+    asyncio.run(main())
