@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from logread import stored_events
 
 from mvs.breaker import CircuitBreaker
 from mvs.errors import CircuitOpen
@@ -138,7 +139,6 @@ def test_excluded_errors_do_not_count() -> None:
 def test_a_services_breaker_records_changes_as_events_and_degrades_health(nats_url: str) -> None:
     from mvs.rpc import Empty
     from mvs.service import Service, ServiceClient, ServiceContext, endpoint
-    from streams.catalog import decode_event
     from streams.definitions import apply_streams
 
     class Caller(Service):
@@ -166,8 +166,7 @@ def test_a_services_breaker_records_changes_as_events_and_degrades_health(nats_u
             health = await svc.health()
             assert health.status == "degraded" and health.breakers == {"flaky_api": "open"}
             await ctx.events.flush()
-            sub = await ctx.js.subscribe("mvs.evt.breaker.>", ordered_consumer=True)
-            event = decode_event((await sub.next_msg(timeout=2)).data)
+            event = (await stored_events(ctx.js, "mvs.evt.breaker.>"))[0]
             assert isinstance(event, BreakerStateChanged)
             assert (event.service, event.dependency, event.to_state, event.failures) == (
                 "Caller", "flaky_api", "open", 5

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from legacy_agent import LegacyAgent
+from logread import stored_events
 from prometheus_client import REGISTRY
 
 from mvs.bus import connect
@@ -18,7 +19,6 @@ from mvs.errors import CircuitOpen, UpstreamError
 from mvs.publisher import EventPublisher
 from replay.bridge import LegacyBridge, endpoints_from_configs, legacy_envelope
 from streams.base import Event
-from streams.catalog import decode_event
 from streams.definitions import apply_streams
 from streams.events.legacy import LegacyBridgeCall
 from streams.events.system import BreakerStateChanged
@@ -172,14 +172,7 @@ def test_every_call_and_breaker_change_is_recorded_as_an_event(nats_url: str) ->
             with pytest.raises(CircuitOpen):
                 await bridge.call("EmotionEngine", "get_emotional_state")
         await publisher.close()
-        sub = await js.subscribe("mvs.evt.>", ordered_consumer=True)
-        events = []
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1.0)
-            except Exception:
-                break
-            events.append(decode_event(msg.data))
+        events = await stored_events(js)
         await nc.close()
         return events
 

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
+from logread import stored_events
 
 from mvs.errors import ServiceCallError
 from mvs.models.audio import Audio, decode_audio, encode_wav
@@ -26,7 +27,6 @@ from mvs.services.emotion import (
     UpdateRequest,
 )
 from projections.host import ProjectionHost
-from streams.catalog import decode_event
 from streams.definitions import apply_streams
 from streams.events.language import EmotionStateUpdated
 
@@ -150,14 +150,7 @@ def test_emotion_service_updates_analyzes_records_and_survives_bad_input(
             assert still.sentiment > 0
 
             await ctx.events.flush()
-            sub = await ctx.js.subscribe("mvs.evt.emotion.>", ordered_consumer=True)
-            events = []
-            while True:
-                try:
-                    events.append(decode_event((await sub.next_msg(timeout=1)).data))
-                except Exception:
-                    break
-            await sub.unsubscribe()
+            events = await stored_events(ctx.js, "mvs.evt.emotion.>")
             updates = [e for e in events if isinstance(e, EmotionStateUpdated)]
             assert [e.session_id for e in updates] == ["s1", "s1", "s2"]
             assert updates[1].cues["prosody"]["pitch_hz"] > 0

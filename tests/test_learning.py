@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from logread import stored_events
 
 from mvs.errors import ServiceCallError
 from mvs.rpc import Empty, ServiceClient
@@ -23,7 +24,6 @@ from mvs.services.learning import (
 from projections.host import ProjectionHost
 from projections.query import from_ipc
 from streams.base import Event
-from streams.catalog import decode_event
 from streams.definitions import apply_streams
 from streams.events.language import (
     LearningOpportunityDetected,
@@ -137,14 +137,7 @@ def test_orchestrator_consumes_the_log_runs_cycles_and_adjusts(
             await again.stop()
 
         await ctx.events.flush()
-        sub = await ctx.js.subscribe("mvs.evt.learning.>", ordered_consumer=True)
-        events = []
-        while True:
-            try:
-                events.append(decode_event((await sub.next_msg(timeout=1)).data))
-            except Exception:
-                break
-        await sub.unsubscribe()
+        events = await stored_events(ctx.js, "mvs.evt.learning.>")
         opps = [e for e in events if isinstance(e, LearningOpportunityDetected)]
         assert len([o for o in opps if o.status == "pending"]) == 7
         assert len([o for o in opps if o.status == "processed"]) == 6

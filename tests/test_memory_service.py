@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from logread import stored_events
 
 from mvs.bus import connect
 from mvs.errors import ServiceCallError
@@ -39,7 +40,6 @@ from mvs.services.memory_api import (
 from mvs.services.memory_store import DAY, decay, lit
 from mvs.services.model_manager import ModelManagerSuite
 from projections.query import STATUS_SUBJECT
-from streams.catalog import decode_event
 from streams.definitions import apply_streams
 from streams.events.memory import MemoryDecayed, MemoryEmbedded, MemoryWritten
 
@@ -198,13 +198,7 @@ def test_memory_written_then_read_back_through_the_projection(projection_host: s
             await memory.stop()
             await models.stop()
             await ctx.events.flush()
-        sub = await ctx.js.subscribe("mvs.evt.memory.>", ordered_consumer=True)
-        kinds: list[type] = []
-        while True:
-            try:
-                kinds.append(type(decode_event((await sub.next_msg(timeout=0.5)).data)))
-            except Exception:
-                break
+        kinds = [type(e) for e in await stored_events(ctx.js, "mvs.evt.memory.>")]
         assert kinds.count(MemoryWritten) == 4 and MemoryEmbedded in kinds
         assert MemoryDecayed in kinds
         await ctx.close()

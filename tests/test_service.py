@@ -7,11 +7,11 @@ import json
 
 import msgspec
 import pytest
+from logread import stored_events
 
 from mvs.errors import ServiceCallError
 from mvs.rpc import ERROR_CODE_HEADER, ERROR_HEADER, Empty, HealthReply
 from mvs.service import Service, ServiceClient, ServiceContext, current_call, endpoint
-from streams.catalog import decode_event
 from streams.definitions import apply_streams
 from streams.events.system import ServiceCallCompleted, ServiceRegistered
 
@@ -50,16 +50,7 @@ class Greeter(Service):
 
 
 async def _events(ctx: ServiceContext, subject: str = "mvs.evt.service.>") -> list[object]:
-    sub = await ctx.js.subscribe(subject, ordered_consumer=True)
-    out = []
-    while True:
-        try:
-            msg = await sub.next_msg(timeout=0.5)
-        except Exception:
-            break
-        out.append(decode_event(msg.data))
-    await sub.unsubscribe()
-    return out
+    return await stored_events(ctx.js, subject)
 
 
 def test_typed_request_reply_records_a_call_event(nats_url: str) -> None:

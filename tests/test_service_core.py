@@ -283,7 +283,7 @@ def test_work_queue_runs_jobs_retries_with_backoff_and_dead_letters(
         sub = await ctx.js.subscribe("mvs.dlq.>", ordered_consumer=True)
         reasons = set()
         for _ in range(2):
-            msg = await sub.next_msg(timeout=2)
+            msg = await sub.next_msg(timeout=30)  # a hang guard
             reasons.add(msg.headers["Mvs-Dlq-Reason"].split(";")[0].split(" (")[0])
         assert reasons == {"failed 2 times", "unknown task_type 'transcode'"}
 

