@@ -114,11 +114,16 @@ class Tracker:
             raise BusError(f"cannot record replay position {key}: {exc}") from exc
 
 
-async def ids_after(js: JetStreamContext, stream_seq: int, *, idle: float = 1.0) -> set[str]:
-    """The ``Nats-Msg-Id`` of every event stored after ``stream_seq`` (headers only)."""
+async def ids_after(js: JetStreamContext, stream_seq: int, *, stall: float = 30.0) -> set[str]:
+    """The ``Nats-Msg-Id`` of every event stored after ``stream_seq`` (headers only).
+
+    Read up to the log's last sequence, never until a pause (a loaded machine can pause
+    longer than any idle wait, and a missed id is an event replayed twice); no message for
+    ``stall`` seconds is an error.
+    """
     info = await js.stream_info(EVENTS_STREAM)
     last = info.state.last_seq
-    if last <= stream_seq:
+    if last <= stream_seq or not info.state.messages:
         return set()
     found: set[str] = set()
     sub = await js.subscribe(
@@ -133,12 +138,15 @@ async def ids_after(js: JetStreamContext, stream_seq: int, *, idle: float = 1.0)
     try:
         while True:
             try:
-                msg = await sub.next_msg(timeout=idle)
+                msg = await sub.next_msg(timeout=stall)
             except (TimeoutError, nats.errors.TimeoutError):
-                break
+                raise BusError(
+                    f"the event log stopped delivering: no message for {stall:g} s after "
+                    f"{len(found)} ids past sequence {stream_seq} (reading up to {last})"
+                ) from None
             if msg.headers and "Nats-Msg-Id" in msg.headers:
                 found.add(msg.headers["Nats-Msg-Id"])
-            if msg.metadata.sequence.stream >= last:
+            if msg.metadata.sequence.stream >= last or msg.metadata.num_pending == 0:
                 break
     finally:
         await sub.unsubscribe()

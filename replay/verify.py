@@ -24,7 +24,7 @@ import pyarrow as pa
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from mvs.errors import DecodeError
+from mvs.errors import BusError, DecodeError
 from replay.detect import discover
 from replay.engine import ReplayOptions, in_window
 from replay.verify_specs import SPECS, Spec
@@ -183,15 +183,20 @@ def projection_views(con: duckdb.DuckDBPyConnection, entities: dict[str, Spec]) 
 
 async def fold_event_log(
     js: JetStreamContext, con: duckdb.DuckDBPyConnection, entities: dict[str, Spec],
-    *, idle: float = 2.0,
+    *, stall: float = 30.0,
 ) -> int:
-    """Read the whole event log back and fold it into ``act_<entity>`` tables; events read."""
+    """Read the whole event log back and fold it into ``act_<entity>`` tables; events read.
+
+    The read ends at the log's last sequence (or where nothing is pending): never at a pause,
+    which on a loaded machine (this runs niced beside a replay) would verify half a log. No
+    message for ``stall`` seconds is an error that says how far the read got.
+    """
     wanted = {t: s for t, s in SPECS.items() if s.entity in entities}
     tables = {s.entity: _Table(con, f"act_{s.entity}", s) for s in wanted.values()}
     info = await js.stream_info(EVENTS_STREAM)
     last = info.state.last_seq
     n = 0
-    if last:
+    if info.state.messages:
         sub = await js.subscribe(
             domain_filter(), ordered_consumer=True,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
@@ -199,9 +204,12 @@ async def fold_event_log(
         try:
             while True:
                 try:
-                    msg = await sub.next_msg(timeout=idle)
+                    msg = await sub.next_msg(timeout=stall)
                 except (TimeoutError, nats.errors.TimeoutError):
-                    break
+                    raise BusError(
+                        f"the event log stopped delivering: no message for {stall:g} s after "
+                        f"{n} of its events (reading up to sequence {last})"
+                    ) from None
                 n += 1
                 seq = msg.metadata.sequence.stream
                 try:
@@ -213,7 +221,7 @@ async def fold_event_log(
                     row = spec.row(ev)
                     row["event_id"] = ev.event_id
                     tables[spec.entity].add(row, seq)
-                if seq >= last:
+                if seq >= last or msg.metadata.num_pending == 0:
                     break
         finally:
             await sub.unsubscribe()

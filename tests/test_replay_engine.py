@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,15 +22,18 @@ from legacy_gen import (
     write_agent_log,
     write_observation_report,
 )
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from mvs.bus import connect
+from mvs.natsserver import NatsServer
 from replay.engine import ReplayOptions, SourceResult, replay
 from replay.tracking import BUCKET, Position, Tracker, file_sha256, ids_after, tracking_key
 from replay.verify import VerifyReport, fold_event_log, load_expected, verify
 from replay.verify_run import run_verification
+from replay.verify_specs import SPEC_BY_ENTITY
 from streams.catalog import encode_event, subject_of
-from streams.definitions import EVENTS_STREAM
+from streams.definitions import EVENTS_STREAM, apply_streams
 from streams.events.memory import MemoryWritten
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +56,7 @@ def _verify_log(url: str, sources: list[Path]) -> VerifyReport:
         con = duckdb.connect(":memory:")
         try:
             entities, findings = load_expected(con, sources, ReplayOptions())
-            await fold_event_log(nc.jetstream(), con, entities, idle=1.0)
+            await fold_event_log(nc.jetstream(), con, entities)
             return verify(con, entities, findings, against="the event log")
         finally:
             con.close()
@@ -434,3 +438,48 @@ def test_legacy_side_read_in_a_child_process_equals_the_in_process_read(
     assert outcomes[0] == outcomes[1]
     assert tables[0] == tables[1]
     assert tables[0]["memories"]
+
+
+def test_reading_the_log_back_takes_a_pause_for_a_pause_not_for_the_end(
+    nats_server: NatsServer,
+) -> None:
+    """The verify fold and the resume's id scan read up to the log's last sequence: a server
+    that stops for 3 s mid-read (SIGSTOP, as a loaded machine can pause it) delays the read
+    and does not cut it short (reading until a second or two of silence did)."""
+    n_events = 30_000
+
+    async def publish(js: JetStreamContext) -> None:
+        await apply_streams(js)
+        acks = []
+        for i in range(n_events):
+            e = MemoryWritten(memory_id=f"m{i}", content=f"c{i}", event_id=f"e{i}")
+            acks.append(await js.publish_async(subject_of(e), encode_event(e),
+                                               headers={"Nats-Msg-Id": e.event_id}))
+        await asyncio.gather(*acks)
+
+    def pause_server() -> threading.Timer:
+        pid = nats_server.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        resume = threading.Timer(3.0, os.kill, (pid, signal.SIGCONT))
+        resume.start()
+        return resume
+
+    async def go() -> tuple[int, int]:
+        nc = await connect(nats_server.url)
+        js = nc.jetstream(timeout=30.0)
+        await publish(js)
+        con = duckdb.connect(":memory:")
+        try:
+            loop = asyncio.get_running_loop()
+            # the pause lands while the first messages are being folded
+            loop.call_later(0.05, pause_server)
+            n = await fold_event_log(js, con, {"memories": SPEC_BY_ENTITY["memories"]})
+            loop.call_later(0.01, pause_server)  # headers only: a quicker read
+            ids = await ids_after(js, 0)
+            return n, len(ids)
+        finally:
+            con.close()
+            await nc.close()
+
+    assert asyncio.run(go()) == (n_events, n_events)
