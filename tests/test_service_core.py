@@ -78,9 +78,14 @@ def _run(nats_url: str, tmp_path: Path,
 
 def test_registry_lookup_register_and_legacy_answers(nats_url: str, tmp_path: Path) -> None:
     async def body(client: ServiceClient, runners: dict[str, ProcessRunner]) -> None:
-        await asyncio.sleep(0.6)  # one heartbeat
-        entry = await client.call("ServiceRegistry", "lookup",
-                                  LookupRequest(service="CacheManager"), ServiceEntry)
+        # the registry learns CacheManager's health from its heartbeat events
+        deadline = time.monotonic() + 30  # a hang guard: the first heartbeat is due in 0.5 s
+        while True:
+            entry = await client.call("ServiceRegistry", "lookup",
+                                      LookupRequest(service="CacheManager"), ServiceEntry)
+            if entry.status == "healthy" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
         assert (entry.host, entry.process, entry.status) == ("pc2", "pc2", "healthy")
         reply = await client.call("ServiceRegistry", "register",
                                   RegisterRequest(name="LegacyBridge", host="pc2", port=7100),
