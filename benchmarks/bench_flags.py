@@ -70,6 +70,7 @@ async def _writer(url: str, n: int) -> None:
     store = await FlagStore.open(js, events=events, defaults={FLAG: 0.0}, watch=False)
     ready = await nc.subscribe(READY)
     seen = await nc.subscribe(SEEN)
+    await nc.flush()  # both subscriptions are on the server before the reader can answer
     reader = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.bench_flags", "--reader", url, "-n", str(n)],
         cwd=Path(__file__).resolve().parents[1], preexec_fn=die_with_parent_hook(),

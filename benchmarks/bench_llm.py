@@ -86,6 +86,7 @@ async def _run(url: str, n_fast: int, n_llm: int, max_tokens: int) -> None:
         await msg.respond(msg.data)  # type: ignore[attr-defined]
 
     await ctx.nc.subscribe("bench.raw", cb=echo)
+    await ctx.nc.flush()  # the server holds the subscription before the other connection asks
     try:
         raw: list[float] = []
         for i in range(n_fast + 20):

@@ -94,6 +94,7 @@ async def _run(url: str, n: int) -> list[Timing]:
         await msg.respond(msg.data)  # type: ignore[attr-defined]
 
     await nc.subscribe("bench.raw", cb=echo)
+    await nc.flush()  # the server holds the subscription before another connection asks
     svc = EchoService(ctx)
     await svc.start()
     client_nc = await connect(url, name="bench-client")
