@@ -33,6 +33,7 @@ import sys
 import time
 from typing import Any
 
+from mvs import tasks
 from mvs.config import MvsConfig, load_config
 from mvs.errors import ConfigError, MvsError, ServiceCallError
 from mvs.flags import FlagStore
@@ -169,8 +170,10 @@ class ProcessRunner:
 
     async def stop(self) -> None:
         for service in reversed(self.services):
-            with contextlib.suppress(Exception):
+            try:
                 await service.stop()
+            except Exception:  # the others still stop; this one's failure is named
+                log.exception("service did not stop cleanly", extra={"service": service.name})
         self.services.clear()
         if self._sub is not None:
             with contextlib.suppress(Exception):
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = ProcessRunner(
             config, settings, process=args.process, url=settings.nats_url, scope=args.scope
         )
-        asyncio.run(_serve(runner))
+        tasks.run(_serve(runner))
     except MvsError as exc:
         log.error("process failed", extra={"group": args.process, "error": str(exc)})
         return 3

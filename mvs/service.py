@@ -278,11 +278,16 @@ class Service:
         self.log.info("service started", extra={"service": self.name, "host": self.ctx.host})
 
     async def stop(self, reason: str = "stopped") -> None:
-        """Stop serving, cancel background tasks, run :meth:`on_stop`, announce it."""
-        if self._micro is not None:
-            await self._micro.stop()
-            self._micro = None
-        await asyncio.gather(*(cancel_and_wait(task) for task in list(self._tasks)))
+        """Stop serving, cancel background tasks, run :meth:`on_stop`, announce it.
+
+        The tasks are cancelled whatever stopping the endpoints did: a failed stop used to
+        leave them running (with the server gone, nats-py's drain waited 10 s for a PONG and
+        raised), to loop on a closed connection after the process closed it.
+        """
+        try:
+            await self._stop_serving()
+        finally:
+            await asyncio.gather(*(cancel_and_wait(task) for task in list(self._tasks)))
         await self.on_stop()
         SERVICE_UP.labels(self.name).set(0)
         gone = ServiceDeregistered(
@@ -294,6 +299,19 @@ class Service:
             else:  # not 5 s per service for an ack that cannot come: queued, and bounded
                 self.ctx.events.emit(gone)  # by the publisher's close
         self.log.info("service stopped", extra={"service": self.name, "reason": reason})
+
+    async def _stop_serving(self) -> None:
+        micro, self._micro = self._micro, None
+        if micro is None:
+            return
+        # micro's stop drains, and a drain flushes: a wait for a PONG that does not come when
+        # the server is gone or stuck (nats-py's 10 s). A request cannot arrive then either.
+        bound = 5.0 if self.ctx.nc.is_connected else 1.0
+        try:
+            await asyncio.wait_for(micro.stop(), bound)
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            self.log.warning("endpoints stopped without a clean drain",
+                             extra={"service": self.name, "error": repr(exc)})
 
     async def health(self) -> HealthReply:
         try:

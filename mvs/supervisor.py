@@ -31,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from mvs import tasks
 from mvs.bus import NatsEndpoint, connect, jetstream
 from mvs.config import MvsConfig, load_config
 from mvs.errors import MvsError, ServiceCallError
@@ -350,7 +351,7 @@ def run(settings: Settings, *, host: str, on_ready: Any = None) -> int:
                     config, settings, host=host, url=endpoint.url, stop=stop, on_ready=on_ready
                 )
 
-            asyncio.run(main())
+            tasks.run(main())
     finally:
         with contextlib.suppress(FileNotFoundError):
             pid_path.unlink()

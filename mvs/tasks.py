@@ -5,16 +5,27 @@ result when the cancel lands just as that result arrives, and the cancel is lost
 gh-86296, fixed in 3.12). A loop that awaits ``wait_for`` (ours do; so does nats-py's
 ``next_msg``, under every pull ``fetch``) then goes on for ever, and ``cancel(); await task``
 waits with it: a service's stop hung that way, once in a few hundred stops.
+
+:func:`run` is ``asyncio.run`` for our processes: its shutdown cancels every leftover task once
+and then waits for all of them without a bound. nats-py turns a cancel that reaches a
+``next_msg`` (under every pull ``fetch``) on a closed connection into
+``ConnectionClosedError``, so a consumer loop that retries on nats errors took that cancel
+for a failed fetch and went on for ever: a service process that outlived its supervisor,
+seen under load. :func:`run` stops the leftovers with :func:`cancel_and_wait` (cancelled again
+until they end, each bounded) and closes the loop whatever is left.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from mvs.logs import get_logger
 
-__all__ = ["cancel_and_wait"]
+__all__ = ["cancel_and_wait", "run", "stop_leftover_tasks"]
+
+T = TypeVar("T")
 
 log = get_logger("mvs.tasks")
 
@@ -43,3 +54,30 @@ async def cancel_and_wait(task: asyncio.Future[Any], *, timeout: float = 5.0) ->
     if not task.cancelled():
         task.exception()  # retrieved: asyncio does not report it as never retrieved
     return True
+
+
+async def stop_leftover_tasks(*, timeout: float = 5.0) -> list[str]:
+    """Stop every task of the running loop but the caller's; the names of those that would
+    not stop within ``timeout`` (each is logged by :func:`cancel_and_wait`)."""
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    stopped = await asyncio.gather(*(cancel_and_wait(t, timeout=timeout) for t in tasks))
+    return [t.get_name() for t, ok in zip(tasks, stopped, strict=True) if not ok]
+
+
+def run(main: Coroutine[Any, Any, T], *, leftover_timeout: float = 5.0) -> T:
+    """``asyncio.run(main)`` whose shutdown cannot hang on a task that lets a cancel pass:
+    leftovers are stopped with :func:`stop_leftover_tasks`, and the loop is closed even if
+    one would not stop (it is named in the log)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            loop.run_until_complete(stop_leftover_tasks(timeout=leftover_timeout))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

@@ -46,6 +46,7 @@ from typing import IO, Any, NamedTuple
 
 import msgspec
 
+from mvs import tasks
 from mvs.errors import ProjectionError
 from mvs.tasks import cancel_and_wait
 from projections.base import Item, Prepared, Projection
@@ -495,7 +496,7 @@ def main() -> int:
     # nothing else may write to the frames' pipe
     sys.stdout = sys.stderr
     try:
-        asyncio.run(_intake(stdin, stdout))
+        tasks.run(_intake(stdin, stdout))
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the writer is gone: nothing to tell it
     except Exception as exc:

@@ -20,6 +20,7 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
+from mvs import tasks
 from mvs.errors import NatsUnavailable, ProjectionError
 
 __all__ = [
@@ -212,13 +213,12 @@ async def request(url: str, subject: str, data: bytes, *, timeout: float = 60.0)
 
 def query(duckdb_path: Path, sql: str, *, timeout: float = 60.0) -> pa.Table:
     """Run a read-only query through the running host, or on the file when none runs."""
-    import asyncio
 
     url = running_host(duckdb_path)
     if url is not None:
         check_readonly(sql)
         try:
-            data = asyncio.run(request(url, QUERY_SUBJECT, sql.encode(), timeout=timeout))
+            data = tasks.run(request(url, QUERY_SUBJECT, sql.encode(), timeout=timeout))
             return from_ipc(data)
         except (_NoHost, NatsUnavailable):
             pass  # a stale advert (its pid reused, or the server gone): read the file
@@ -231,11 +231,10 @@ def query(duckdb_path: Path, sql: str, *, timeout: float = 60.0) -> pa.Table:
 
 def export(duckdb_path: Path, out_dir: Path, *, timeout: float = 600.0) -> list[str]:
     """Export every table to Parquet, through the running host when one runs."""
-    import asyncio
 
     url = running_host(duckdb_path)
     if url is not None:
-        data = asyncio.run(
+        data = tasks.run(
             request(url, EXPORT_SUBJECT, str(out_dir.absolute()).encode(), timeout=timeout)
         )
         return list(json.loads(data))

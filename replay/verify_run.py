@@ -33,6 +33,7 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client
 
+from mvs import tasks
 from mvs.errors import MvsError, ProjectionError
 from replay.detect import discover
 from replay.engine import Progress, ReplayOptions, SourceResult, replay
@@ -201,7 +202,7 @@ def _early_child(
             await nc.close()
 
     try:
-        report: VerifyReport | str = asyncio.run(main())
+        report: VerifyReport | str = tasks.run(main())
     except EOFError:
         return
     except Exception as exc:  # every failure goes back to the parent, which falls back

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 
 import msgspec
 import pytest
 from logread import stored_events
 
 from mvs.errors import ServiceCallError
+from mvs.natsserver import NatsServer
 from mvs.rpc import ERROR_CODE_HEADER, ERROR_HEADER, Empty, HealthReply
 from mvs.service import Service, ServiceClient, ServiceContext, current_call, endpoint
 from streams.definitions import apply_streams
@@ -204,6 +207,43 @@ def test_a_background_loop_that_loses_a_cancel_does_not_hold_up_the_stop(nats_ur
                 await ServiceClient(ctx.nc, timeout=1).call("Stubborn", "greet",
                                                             Greet(name="x"), Greeting)
         finally:
+            await ctx.close()
+
+    asyncio.run(main())
+
+
+class Looper(Greeter):
+    name = "Looper"
+
+    async def on_start(self) -> None:
+        self.loop_task = self.spawn(self._loop(), name="looper")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(10)
+
+
+def test_a_service_whose_server_stops_answering_still_stops_its_background_tasks(
+    nats_server: NatsServer,
+) -> None:
+    """With the server frozen (SIGSTOP: the connection looks up, nothing answers), stopping
+    the endpoints cannot finish: nats-py's drain waits 10 s for a PONG, then raises. The
+    background tasks must stop all the same, or they outlive the process's connection and,
+    looping on it, the process itself (seen when a supervisor died with its server)."""
+
+    async def main() -> None:
+        ctx = await ServiceContext.connect(nats_server.url)
+        await apply_streams(ctx.js)
+        svc = Looper(ctx)
+        await svc.start()
+        pid = nats_server.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await svc.stop()
+            assert svc.loop_task.done()
+        finally:
+            os.kill(pid, signal.SIGCONT)
             await ctx.close()
 
     asyncio.run(main())

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import sys
+import threading
+from collections.abc import Callable
 
 import pytest
 
-from mvs.tasks import cancel_and_wait
+from mvs.tasks import cancel_and_wait, run
 
 
 async def _loses_cancels(lost: list[int], seen: list[int]) -> None:
@@ -88,3 +90,54 @@ def test_a_loop_over_wait_for_outlives_one_cancel_and_still_stops() -> None:
             assert task.cancelled()
 
     asyncio.run(main())
+
+
+def _in_thread(target: Callable[[], object], guard: float = 60.0) -> list[object]:
+    """Call ``target`` in a thread; [its result], or [] if it is still running after
+    ``guard`` seconds (a hang guard: the thread is a daemon and is left behind)."""
+    out: list[object] = []
+    thread = threading.Thread(target=lambda: out.append(target()), daemon=True)
+    thread.start()
+    thread.join(guard)
+    return out if not thread.is_alive() else []
+
+
+def test_run_stops_a_leftover_task_that_takes_its_first_cancel_for_an_error() -> None:
+    """asyncio.run's shutdown cancels each leftover once, then waits for ever: a consumer
+    loop that took that cancel for a failed fetch (nats-py raises ConnectionClosedError for
+    a cancel that lands in a fetch on a closed connection) kept a service process alive."""
+    seen: list[int] = []
+
+    async def main() -> str:
+        asyncio.get_running_loop().create_task(_loses_cancels([1], seen), name="consumer")
+        await asyncio.sleep(0)
+        return "done"
+
+    assert _in_thread(lambda: run(main())) == ["done"]
+    assert len(seen) == 2  # its first cancel was lost, the second ended it
+
+
+def test_run_returns_even_if_a_leftover_will_not_stop_and_names_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[int] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().create_task(_loses_cancels([10**9], seen), name="forever")
+        await asyncio.sleep(0)
+
+    with caplog.at_level(logging.ERROR, logger="mvs.tasks"):
+        assert _in_thread(lambda: run(main(), leftover_timeout=0.3)) == [None]
+    assert any(getattr(r, "task", "") == "forever" for r in caplog.records)
+
+
+def test_run_returns_the_result_and_raises_the_error_of_main() -> None:
+    async def fails() -> None:
+        raise RuntimeError("kaput")
+
+    async def answers() -> int:
+        return 42
+
+    assert run(answers()) == 42
+    with pytest.raises(RuntimeError, match="kaput"):
+        run(fails())

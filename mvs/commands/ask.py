@@ -9,12 +9,12 @@ needs the running system (the memory stage shows as not ok).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from contextlib import AsyncExitStack
 
 import msgspec
 
+from mvs import tasks
 from mvs.bus import NatsEndpoint
 from mvs.config import load_config
 from mvs.errors import ServiceCallError
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     reply: TextReply | None = None
     if url is not None:
         try:
-            reply = asyncio.run(ask_running(url, req, timeout=args.timeout))
+            reply = tasks.run(ask_running(url, req, timeout=args.timeout))
         except ServiceCallError as exc:
             if exc.code != "503":
                 raise
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print("mvs ask: MVS is not running (`mvs up`); running the pipeline in this process",
                   file=sys.stderr)
         with NatsEndpoint(settings) as endpoint:
-            reply = asyncio.run(ask_in_process(endpoint.url, settings, req, timeout=args.timeout))
+            reply = tasks.run(ask_in_process(endpoint.url, settings, req, timeout=args.timeout))
     if args.json:
         print(msgspec.json.encode(reply).decode())
     else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import cast
 
 from nats.aio.client import Client
 
+from mvs import tasks
 from mvs.bus import NatsEndpoint, connect
 from mvs.errors import ConfigError
 from mvs.settings import Settings
@@ -92,9 +92,9 @@ def run_backup(args: argparse.Namespace, settings: Settings) -> int:
 
     if needs_nats:
         with NatsEndpoint(settings) as endpoint:
-            result = asyncio.run(go(endpoint.url))
+            result = tasks.run(go(endpoint.url))
     else:
-        result = asyncio.run(go(None))
+        result = tasks.run(go(None))
     m = result.manifest
     print(f"backup {result.path}: {len(m.files)} files, {result.total_bytes} bytes")
     for note in m.notes:
@@ -124,9 +124,9 @@ def run_restore(args: argparse.Namespace, settings: Settings) -> int:
 
     if needs_nats:
         with NatsEndpoint(settings) as endpoint:
-            report = asyncio.run(go(endpoint.url))
+            report = tasks.run(go(endpoint.url))
     else:
-        report = asyncio.run(go(None))
+        report = tasks.run(go(None))
     for name in report.config_files:
         print(f"  config {name}: restored")
     for name in report.duckdb_files:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from pathlib import Path
 
+from mvs import tasks
 from mvs.bus import NatsEndpoint, connect
 from mvs.commands.shadow import agent_services, parse_endpoints
 from mvs.config import load_config
@@ -115,7 +115,7 @@ def run_step(args: argparse.Namespace, settings: Settings) -> int:
     services = agent_services(settings)
     endpoints = _legacy_endpoints(args)
     with NatsEndpoint(settings) as endpoint:
-        report = asyncio.run(_run(args, endpoint.url, services, endpoints))
+        report = tasks.run(_run(args, endpoint.url, services, endpoints))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

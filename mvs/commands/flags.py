@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 
+from mvs import tasks
 from mvs.bus import NatsEndpoint, connect, jetstream
 from mvs.config import load_config
 from mvs.flags import FlagStore
@@ -52,11 +52,11 @@ def _run(settings: Settings, name: str | None, fraction: float = 0.0) -> int:
     defaults = {k: v.fraction for k, v in config.feature_flags.items()}
     url = running_url(settings)
     if url is not None:
-        print(asyncio.run(_flags(url, defaults, name, fraction)))
+        print(tasks.run(_flags(url, defaults, name, fraction)))
         return 0
     # Not running: use (or briefly start) the embedded server; flags persist in its store.
     with NatsEndpoint(settings) as endpoint:
-        print(asyncio.run(_flags(endpoint.url, defaults, name, fraction)))
+        print(tasks.run(_flags(endpoint.url, defaults, name, fraction)))
     return 0
 
 

@@ -11,6 +11,7 @@ import msgspec
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
+from mvs import tasks
 from mvs.bus import NatsEndpoint, connect, jetstream
 from mvs.config import ProjectionsConfig, load_config
 from mvs.errors import ProjectionError
@@ -66,7 +67,7 @@ async def _offline_host(url: str, settings: Settings, fn: str, arg: str = "") ->
 def run_ls(args: argparse.Namespace, settings: Settings) -> int:
     url = running_host(settings.duckdb_path)
     if url is not None:
-        data = asyncio.run(request(url, STATUS_SUBJECT, b""))
+        data = tasks.run(request(url, STATUS_SUBJECT, b""))
         _print_status(msgspec.json.decode(data, type=list[Status]))
         return 0
     # stopped: positions from the file (read-only), lag from the consumers; nothing is folded
@@ -77,7 +78,7 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
         ).to_pylist()
         positions = {r["projection"]: int(r["last_seq"]) for r in table}
     with NatsEndpoint(settings) as endpoint:
-        lags = asyncio.run(_lags(endpoint.url, positions))
+        lags = tasks.run(_lags(endpoint.url, positions))
     _print_status(
         [Status(projection=n, last_seq=positions.get(n, 0), lag=lags.get(n)) for n in PROJECTIONS]
     )
@@ -141,11 +142,11 @@ def run_run(args: argparse.Namespace, settings: Settings) -> int:
         raise ProjectionError(f"a projection host already runs on {settings.duckdb_path}")
     with NatsEndpoint(settings) as endpoint:
         if args.once:
-            rows = asyncio.run(_offline_host(endpoint.url, settings, "catch_up"))
+            rows = tasks.run(_offline_host(endpoint.url, settings, "catch_up"))
             assert isinstance(rows, list)
             _print_status(rows)
         else:
-            asyncio.run(_follow(endpoint.url, settings))
+            tasks.run(_follow(endpoint.url, settings))
     return 0
 
 
@@ -165,11 +166,11 @@ def _print_report(report: RebuildReport) -> None:
 def run_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     url = running_host(settings.duckdb_path)
     if url is not None:
-        data = asyncio.run(request(url, REBUILD_SUBJECT, args.name.encode(), timeout=3600.0))
+        data = tasks.run(request(url, REBUILD_SUBJECT, args.name.encode(), timeout=3600.0))
         report = msgspec.json.decode(data, type=RebuildReport)
     else:
         with NatsEndpoint(settings) as endpoint:
-            result = asyncio.run(_offline_host(endpoint.url, settings, "rebuild", args.name))
+            result = tasks.run(_offline_host(endpoint.url, settings, "rebuild", args.name))
         assert isinstance(result, RebuildReport)
         report = result
     _print_report(report)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -12,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from mvs import tasks
 from mvs.bus import NatsEndpoint, connect
 from mvs.errors import ConfigError
 from mvs.settings import Settings
@@ -170,6 +170,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.dry_run:
         if args.verify:
             raise ConfigError("--verify compares what was published: drop --dry-run")
-        return asyncio.run(_main(None, args, opts, settings))
+        return tasks.run(_main(None, args, opts, settings))
     with NatsEndpoint(settings) as endpoint:
-        return asyncio.run(_main(endpoint.url, args, opts, settings))
+        return tasks.run(_main(endpoint.url, args, opts, settings))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mvs import tasks
 from mvs.bus import NatsEndpoint, connect
 from mvs.config import load_config
 from mvs.errors import ConfigError
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             await nc.close()
 
     with NatsEndpoint(settings) as endpoint:
-        report = asyncio.run(go(endpoint.url))
+        report = tasks.run(go(endpoint.url))
     if args.json:
         print(json.dumps(report_json(report), indent=2))
         return 0

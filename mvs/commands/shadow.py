@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from pathlib import Path
 
+from mvs import tasks
 from mvs.bus import NatsEndpoint, connect
 from mvs.config import load_config
 from mvs.errors import ConfigError
@@ -82,9 +82,9 @@ def print_report(report: ShadowReport, as_json: bool) -> int:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.target == "legacy":
-        report = asyncio.run(_replay(args, None, {}))
+        report = tasks.run(_replay(args, None, {}))
     else:
         mapping = agent_services(settings)
         with NatsEndpoint(settings) as endpoint:
-            report = asyncio.run(_replay(args, endpoint.url, mapping))
+            report = tasks.run(_replay(args, endpoint.url, mapping))
     return print_report(report, args.json)

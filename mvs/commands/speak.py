@@ -8,13 +8,13 @@ is shared by ``mvs transcribe`` and ``mvs translate``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
+from mvs import tasks
 from mvs.settings import Settings
 
 __all__ = ["call_speech_service", "register"]
@@ -65,14 +65,14 @@ def call_speech_service(settings: Settings, service: str, action: str, req: Any,
     url = running_url(settings)
     if url is not None:
         try:
-            return asyncio.run(_call(url, settings, service, action, req, reply,
+            return tasks.run(_call(url, settings, service, action, req, reply,
                                      local=False, timeout=timeout))
         except ServiceCallError as exc:
             if exc.code != "503":
                 raise
     print(f"mvs: {service} is not running; running it in this process", file=sys.stderr)
     with NatsEndpoint(settings) as endpoint:
-        return asyncio.run(_call(endpoint.url, settings, service, action, req, reply,
+        return tasks.run(_call(endpoint.url, settings, service, action, req, reply,
                                  local=True, timeout=timeout))
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
+from mvs import tasks
 from mvs.bus import connect
 from mvs.errors import NatsUnavailable, ServiceCallError
 from mvs.rpc import ServiceClient
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise NatsUnavailable(f"MVS is not running on {settings.home} (start it with `mvs up`)")
     state = read_state(settings)
     try:
-        status = asyncio.run(fetch_status(url))
+        status = tasks.run(fetch_status(url))
     except ServiceCallError as exc:
         if args.json:
             print(msgspec.json.encode({"error": str(exc), "supervisor": state}).decode())

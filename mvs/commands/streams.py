@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
+from mvs import tasks
 from mvs.bus import NatsEndpoint, connect, jetstream
 from mvs.settings import Settings
 from streams.definitions import apply_streams
@@ -41,14 +41,14 @@ async def _ls(url: str) -> list[tuple[str, int, int, str]]:
 
 def run_apply(args: argparse.Namespace, settings: Settings) -> int:
     with NatsEndpoint(settings) as endpoint:
-        for line in asyncio.run(_apply(endpoint.url)):
+        for line in tasks.run(_apply(endpoint.url)):
             print(line)
     return 0
 
 
 def run_ls(args: argparse.Namespace, settings: Settings) -> int:
     with NatsEndpoint(settings) as endpoint:
-        rows = asyncio.run(_ls(endpoint.url))
+        rows = tasks.run(_ls(endpoint.url))
     print(f"{'STREAM':<20} {'MESSAGES':>10} {'BYTES':>12}  SUBJECTS")
     for name, msgs, size, subjects in rows:
         print(f"{name:<20} {msgs:>10} {size:>12}  {subjects}")

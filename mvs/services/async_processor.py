@@ -137,7 +137,9 @@ class AsyncProcessor(Service):
         self._doorbell.set()
 
     async def _work(self) -> None:
-        while True:
+        # a closed connection is closed for good: retrying would loop for ever (and nats-py
+        # raises ConnectionClosedError for a cancel that lands in a fetch once it is closed)
+        while not self.ctx.nc.is_closed:
             did = False
             for prio in self.priorities:
                 msgs = await self._fetch(prio)

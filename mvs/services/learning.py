@@ -226,6 +226,10 @@ class LearningOrchestrator(Service):
             except (nats.errors.TimeoutError, TimeoutError):
                 # nats-py raises either, depending on where the wait ran out: no new events
                 continue
+            except nats.errors.ConnectionClosedError:
+                # closed for good (nats-py also raises this for a cancel that lands in the
+                # fetch once the connection is closed): retrying would loop for ever
+                return
             except nats.errors.Error as exc:  # e.g. a reconnect: the durable keeps our place
                 self.consumer_errors += 1
                 self.log.warning("learning consumer fetch failed", extra={"error": str(exc)})
