@@ -21,10 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nats.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
@@ -34,7 +36,10 @@ from mvs.errors import BusError
 from streams.definitions import EVENTS_STREAM
 from streams.subjects import domain_filter
 
-__all__ = ["BUCKET", "Position", "Tracker", "file_sha256", "ids_after", "tracking_key"]
+__all__ = [
+    "BUCKET", "Position", "Tracker", "file_sha256", "ids_after", "read_log_to_end",
+    "tracking_key",
+]
 
 BUCKET = "MVS_REPLAY"
 
@@ -114,27 +119,30 @@ class Tracker:
             raise BusError(f"cannot record replay position {key}: {exc}") from exc
 
 
-async def ids_after(js: JetStreamContext, stream_seq: int, *, stall: float = 30.0) -> set[str]:
-    """The ``Nats-Msg-Id`` of every event stored after ``stream_seq`` (headers only).
+async def read_log_to_end(
+    js: JetStreamContext, *, from_seq: int = 1, headers_only: bool = False, stall: float = 30.0
+) -> AsyncGenerator[Msg, None]:
+    """Every event stored from ``from_seq`` up to the log's last sequence when called.
 
-    Read up to the log's last sequence, never until a pause (a loaded machine can pause
-    longer than any idle wait, and a missed id is an event replayed twice); no message for
-    ``stall`` seconds is an error.
+    It ends at that sequence (or where nothing is pending), never at a pause: a loaded machine
+    can pause longer than any idle wait, and a read that took the pause for the end would
+    verify half a log or replay events twice. No message for ``stall`` seconds is an error
+    that says how far the read got.
     """
     info = await js.stream_info(EVENTS_STREAM)
     last = info.state.last_seq
-    if last <= stream_seq or not info.state.messages:
-        return set()
-    found: set[str] = set()
+    if last < from_seq or not info.state.messages:
+        return
     sub = await js.subscribe(
         domain_filter(),
         ordered_consumer=True,
         config=ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=stream_seq + 1,
-            headers_only=True,
+            opt_start_seq=from_seq,
+            headers_only=headers_only,
         ),
     )
+    read = 0
     try:
         while True:
             try:
@@ -142,12 +150,21 @@ async def ids_after(js: JetStreamContext, stream_seq: int, *, stall: float = 30.
             except (TimeoutError, nats.errors.TimeoutError):
                 raise BusError(
                     f"the event log stopped delivering: no message for {stall:g} s after "
-                    f"{len(found)} ids past sequence {stream_seq} (reading up to {last})"
+                    f"{read} events from sequence {from_seq} (reading up to {last})"
                 ) from None
-            if msg.headers and "Nats-Msg-Id" in msg.headers:
-                found.add(msg.headers["Nats-Msg-Id"])
+            read += 1
+            yield msg
             if msg.metadata.sequence.stream >= last or msg.metadata.num_pending == 0:
-                break
+                return
     finally:
         await sub.unsubscribe()
-    return found
+
+
+async def ids_after(js: JetStreamContext, stream_seq: int, *, stall: float = 30.0) -> set[str]:
+    """The ``Nats-Msg-Id`` of every event stored after ``stream_seq`` (headers only)."""
+    return {
+        msg.headers["Nats-Msg-Id"]
+        async for msg in read_log_to_end(js, from_seq=stream_seq + 1, headers_only=True,
+                                         stall=stall)
+        if msg.headers and "Nats-Msg-Id" in msg.headers
+    }

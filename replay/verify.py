@@ -12,6 +12,7 @@ rejected rows) are findings: reported, never fatal.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,18 +20,15 @@ from typing import Any
 
 import duckdb
 import msgspec
-import nats.errors
 import pyarrow as pa
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from mvs.errors import BusError, DecodeError
+from mvs.errors import DecodeError
 from replay.detect import discover
 from replay.engine import ReplayOptions, in_window
+from replay.tracking import read_log_to_end
 from replay.verify_specs import SPECS, Spec
 from streams.catalog import decode_event
-from streams.definitions import EVENTS_STREAM
-from streams.subjects import domain_filter
 
 __all__ = ["EntityReport", "VerifyReport", "load_expected", "render_report", "verify"]
 
@@ -187,44 +185,24 @@ async def fold_event_log(
 ) -> int:
     """Read the whole event log back and fold it into ``act_<entity>`` tables; events read.
 
-    The read ends at the log's last sequence (or where nothing is pending): never at a pause,
-    which on a loaded machine (this runs niced beside a replay) would verify half a log. No
-    message for ``stall`` seconds is an error that says how far the read got.
+    Read with :func:`replay.tracking.read_log_to_end`: to the log's last sequence, never to a
+    pause (this runs niced beside a replay); a stall of ``stall`` seconds is an error.
     """
     wanted = {t: s for t, s in SPECS.items() if s.entity in entities}
     tables = {s.entity: _Table(con, f"act_{s.entity}", s) for s in wanted.values()}
-    info = await js.stream_info(EVENTS_STREAM)
-    last = info.state.last_seq
     n = 0
-    if info.state.messages:
-        sub = await js.subscribe(
-            domain_filter(), ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-        )
-        try:
-            while True:
-                try:
-                    msg = await sub.next_msg(timeout=stall)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    raise BusError(
-                        f"the event log stopped delivering: no message for {stall:g} s after "
-                        f"{n} of its events (reading up to sequence {last})"
-                    ) from None
-                n += 1
-                seq = msg.metadata.sequence.stream
-                try:
-                    ev = decode_event(msg.data)
-                except DecodeError:
-                    ev = None
-                spec = wanted.get(type(ev)) if ev is not None else None
-                if ev is not None and spec is not None:
-                    row = spec.row(ev)
-                    row["event_id"] = ev.event_id
-                    tables[spec.entity].add(row, seq)
-                if seq >= last or msg.metadata.num_pending == 0:
-                    break
-        finally:
-            await sub.unsubscribe()
+    async with contextlib.aclosing(read_log_to_end(js, stall=stall)) as log:
+        async for msg in log:
+            n += 1
+            try:
+                ev = decode_event(msg.data)
+            except DecodeError:
+                ev = None
+            spec = wanted.get(type(ev)) if ev is not None else None
+            if ev is not None and spec is not None:
+                row = spec.row(ev)
+                row["event_id"] = ev.event_id
+                tables[spec.entity].add(row, msg.metadata.sequence.stream)
     for t in tables.values():
         t.flush()
     for entity, spec in entities.items():

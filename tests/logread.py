@@ -16,28 +16,17 @@ from streams.catalog import decode_event
 from streams.definitions import EVENTS_STREAM
 
 
-async def stored_count(js: JetStreamContext, subject: str, stream: str = EVENTS_STREAM) -> int:
-    """How many messages ``stream`` holds under ``subject`` (NATS wildcards) right now."""
-    info = await js.stream_info(stream, subjects_filter=subject)
-    return sum((info.state.subjects or {}).values())
-
-
-async def stored_messages(
-    js: JetStreamContext, subject: str, stream: str = EVENTS_STREAM, timeout: float = 30.0
-) -> list[Any]:
-    """The messages stored under ``subject`` when called, in log order."""
-    count = await stored_count(js, subject, stream)
-    if count == 0:
-        return []
-    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True)
-    try:
-        return [await sub.next_msg(timeout=timeout) for _ in range(count)]
-    finally:
-        await sub.unsubscribe()
-
-
 async def stored_events(
     js: JetStreamContext, subject: str = "mvs.evt.>", timeout: float = 30.0
 ) -> list[Any]:
-    """The events stored under ``subject`` when called, decoded, in log order."""
-    return [decode_event(m.data) for m in await stored_messages(js, subject, timeout=timeout)]
+    """The events stored under ``subject`` (NATS wildcards) when called, decoded, in log
+    order: as many as the stream counts under it, each awaited at most ``timeout`` s."""
+    info = await js.stream_info(EVENTS_STREAM, subjects_filter=subject)
+    count = sum((info.state.subjects or {}).values())
+    if count == 0:
+        return []
+    sub = await js.subscribe(subject, stream=EVENTS_STREAM, ordered_consumer=True)
+    try:
+        return [decode_event((await sub.next_msg(timeout=timeout)).data) for _ in range(count)]
+    finally:
+        await sub.unsubscribe()

@@ -66,14 +66,14 @@ def call_speech_service(settings: Settings, service: str, action: str, req: Any,
     if url is not None:
         try:
             return tasks.run(_call(url, settings, service, action, req, reply,
-                                     local=False, timeout=timeout))
+                                   local=False, timeout=timeout))
         except ServiceCallError as exc:
             if exc.code != "503":
                 raise
     print(f"mvs: {service} is not running; running it in this process", file=sys.stderr)
     with NatsEndpoint(settings) as endpoint:
         return tasks.run(_call(endpoint.url, settings, service, action, req, reply,
-                                 local=True, timeout=timeout))
+                               local=True, timeout=timeout))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
